@@ -1,0 +1,1 @@
+"""Thin Typer commands, one module each; heavy imports stay inside the functions."""

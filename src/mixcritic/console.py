@@ -1,0 +1,18 @@
+"""Output channels: results go to stdout, progress/warnings/errors go to stderr."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+stdout = Console(highlight=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+def warn(message: str) -> None:
+    """Print a one-line warning on stderr."""
+    stderr.print(f"[yellow]Warning:[/yellow] {message}", soft_wrap=True)
+
+
+def info(message: str) -> None:
+    """Print a one-line status message on stderr."""
+    stderr.print(message, soft_wrap=True)
