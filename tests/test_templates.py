@@ -166,6 +166,17 @@ def flaw(category, stem, correction=None):
         ("No changes needed - every stem including the vocals sits well.", Label("no_error")),
         ("Leave the drums as they are.", Label("no_error")),
         ("NO GAIN ERROR.", Label("no_error")),
+        ("Don't boost the vocals; they are fine.", Label("no_error")),
+        ("There is no need to raise or lower the drums.", Label("no_error")),
+        ("The vocals are neither too loud nor too quiet; the mix is balanced.", Label("no_error")),
+        ("I would not change anything.", Label("no_error")),
+        # negations and a no-error phrase next to a clear flaw
+        ("No need to touch the drums, but raise the vocals 3-6 dB.", flaw("quiet", "vocals")),
+        ("The drums are not loud enough.", flaw("quiet", "drums")),
+        ("The mix is well balanced, though the vocals sit a bit low.", flaw("quiet", "vocals")),
+        ("The bass drum is overpowering: reduce it by 6-12 dB.", flaw("very_loud", "drums")),
+        ("The vocals need 3 to 6 dB more level.", flaw("quiet", "vocals")),
+        ("Assistant: The vocals are slightly too loud. Lower them by 3 and 6 dB.</s>", flaw("loud", "vocals")),
     ],
 )
 def test_parser_reads_free_text(text, expected):
@@ -188,6 +199,8 @@ def test_parser_reads_free_text(text, expected):
         "The vocals are a little far too quiet.",  # conflicting severity, no numbers
         "Raise the bass by 500 dB.",  # implausible magnitude
         "Change the bass by 0 dB.",
+        "The vocals are not too loud.",  # a negated state, nothing else
+        "The mix is well balanced but raise the vocals and drums 3-6 dB.",  # flaw claim without one stem
     ],
 )
 def test_parser_returns_none_for_unclear_answers(text):

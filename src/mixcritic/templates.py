@@ -243,12 +243,12 @@ _TOO_QUIET = re.compile(
     r"\btoo (?:quiet|soft|low|weak|faint|thin)\b|\bburied\b|\bbarely audible\b|\bnearly lost\b|\blost in\b"
     r"|\bunder-?mixed\b|\blacks?\b|\blacking\b|\bnot loud enough\b|\bhard to hear\b|\b(?:quieter|softer) than\b"
     r"|\b(?<!not )(?:quiet|soft|weak)\b|\b(?:sits?|is) (?:a bit |a little |slightly |too |way |far )?low\b"
-    r"|\bmore\b(?:\s+[\w-]+){0,2}?\s+(?:" + _ANY_STEM + r")\b"
+    r"|\bmore\b(?:\s+[\w-]+){0,2}?\s+(?:" + _ANY_STEM + r")\b|\bmore (?:level|gain|volume)\b"
 )
 _TOO_LOUD = re.compile(
     r"\btoo (?:loud|hot|strong|prominent|present|high|much)\b|\boverpower\w*|\bdominat\w*|\bdrown\w*"
     r"|\bover-?mixed\b|\blouder than\b|\b(?<!not )loud\b(?! enough)|\bhot\b"
-    r"|\b(?:sits?|is) (?:a bit |a little |slightly |too |way |far )?high\b"
+    r"|\b(?:sits?|is) (?:a bit |a little |slightly |too |way |far )?high\b|\bless (?:level|gain|volume)\b"
 )
 _SEVERE = re.compile(
     r"\b(?:far|much|way|very|really|extremely|seriously|significantly|substantially|heavily|badly|massively"
@@ -265,9 +265,25 @@ _NO_ERROR = re.compile(
     r"|error|flaw|imbalance)s?\b"
     r"|\bno stem (?:needs|is|requires)\b|\bnothing (?:needs|stands out|to (?:change|fix)|is (?:wrong|off))\b"
     r"|\b(?:leave|keep)\b.{0,40}?\b(?:as (?:it is|they are|is)|where (?:it is|they are)|unchanged|alone)\b"
-    r"|\b(?:can|should) stay as\b|\bnot touch\b|\bsits? at a sensible level\b"
+    r"|\b(?:can|should) stay as\b|\bnot touch\b|\bsits? at a sensible level\b|\bfine as\b"
+    r"|\b(?:is|are|sounds?|sits?|looks?) (?:fine|good|right|ok|okay|correct)\b"
+    r"|\b(?:does not|doesn't|do not|don't|would not|wouldn't|need not|needn't) (?:need |require )?(?:to )?(?:be )?"
+    r"(?:change|adjust|touch|fix|move)"
+    r"|\bno need to\b|\bnothing to (?:change|fix|adjust)\b"
     r"|\b(?:levels?|balance) (?:is|are|look|looks|sound|sounds|already) (?:right|good|fine|correct|spot on|work)"
 )
+_NEGATED_VERB = re.compile(
+    r"\b(?:don't|do not|doesn't|does not|no need to|needn't|need not|shouldn't|should not|never|wouldn't|would not)"
+    r"(?:\s+(?:need|needs|have|has|to|be|any|further))*\s+[\w-]+(?:\s+(?:or|nor)\s+[\w-]+)*"
+    rf"(?:\s+(?:the\s+)?(?:{_ANY_STEM})\b)?"
+)
+"""'Don't boost', 'no need to raise or lower the drums': a negated verb and its stem state nothing."""
+_NEGATED_STATE = re.compile(
+    r"\b(?:not|isn't|aren't|never|neither|nor)\s+(?:too\s+|overly\s+|very\s+|at all\s+|a bit\s+)?"
+    r"(?:loud|quiet|soft|hot|low|high|weak|faint|buried|prominent|overpowering|dominant|under-?mixed|over-?mixed)\w*\b"
+    r"(?!\s+enough)"
+)
+"""'not too loud', 'neither too loud nor too quiet': a negated state states no direction."""
 _NUMBER = r"([+-]?\d+(?:\.\d+)?)"
 _UNIT = r"(?:db|decibels?)\b"
 _RANGE_RE = re.compile(
@@ -296,11 +312,14 @@ def parse_response(text: str) -> Label | None:
         return None
 
     no_error = bool(_NO_ERROR.search(norm))
-    stem = _find_stem(norm)
+    asserted = _NEGATED_STATE.sub(" ", _NEGATED_VERB.sub(" ", norm))
+    stem = _find_stem(asserted)
     magnitudes, sign = _find_range(norm)
-    direction = _find_direction(norm, sign)
-    if no_error and not (isinstance(stem, str) and direction and magnitudes):
-        return Label("no_error")
+    direction = _find_direction(asserted, sign)
+    has_direction = direction in ("increase", "decrease")
+    if no_error and not (isinstance(stem, str) and has_direction):
+        # "balanced, but raise something by 3-6 dB" without one clear stem is no clear answer
+        return None if has_direction and magnitudes is not None else Label("no_error")
     if not isinstance(stem, str) or direction in (None, "conflict"):
         return None
     if magnitudes is None:
