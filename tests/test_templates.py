@@ -58,10 +58,10 @@ def test_round_trip_survives_llm_style_noise():
 
 def test_rendered_responses_state_magnitudes_and_direction_by_verb():
     assert render_response(Label.for_flaw("quiet", "vocals"), 0) == (
-        "The vocals level is a little too quiet. Increase it by between 3 and 6 dB."
+        "Verdict on the vocals: a little too quiet. Increase its level by 3 to 6 dB."
     )
     assert render_response(Label.for_flaw("very_loud", "bass"), 0) == (
-        "The bass level is far too loud. Reduce it by between 6 and 12 dB."
+        "Verdict on the bass: far too loud. Reduce its level by 6 to 12 dB."
     )
     verbs = {
         "increase": r"\b(increase|raise|boost|turn it up|lift|bring the level up|push the \w+ up)\b",
@@ -95,7 +95,7 @@ def test_render_instruction():
         "Here is a 10-second mix of bass, drums, other instruments and vocals. Take the drums as "
         "correctly set. Is another stem too loud or too quiet, and by how many dB should it change?"
     )
-    assert "7.5 s excerpt (drums and vocals)" in render_instruction(1, 7.5, ["drums", "vocals"], "vocals")
+    assert "7.5 s of music with drums and vocals." in render_instruction(1, 7.5, ["drums", "vocals"], "vocals")
     for template_id in range(10):
         text = render_instruction(template_id, 5.0, STEMS, "bass")
         assert "5" in text and "bass" in text and "{" not in text

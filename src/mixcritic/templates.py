@@ -21,7 +21,7 @@ TEMPLATE_VERSION = "1"
 INSTRUCTION_TEMPLATES: tuple[str, ...] = (
     "Here is a {duration_sec}-second mix of {stems_present}. Take the {anchor_stem} as correctly "
     "set. Is another stem too loud or too quiet, and by how many dB should it change?",
-    "Listen to this {duration_sec} s excerpt ({stems_present}). The {anchor_stem} level is the "
+    "Attached: {duration_sec} s of music with {stems_present}. The {anchor_stem} level is the "
     "reference. Which stem, if any, is out of balance, and what gain change would fix it?",
     "You are checking the balance of a mix made of {stems_present}, {duration_sec} seconds long. "
     "Assume the {anchor_stem} sits where it should. Tell me which stem to adjust and by how much.",
@@ -56,7 +56,7 @@ RESPONSE_TEMPLATES: dict[str, tuple[str, ...]] = {
         "I hear no gain error: each stem is balanced against the others.",
     ),
     "quiet": (
-        "The {target_stem} level is a little too quiet. Increase it by between {min_gain_db} and {max_gain_db} dB.",
+        "Verdict on the {target_stem}: a little too quiet. Increase its level by {min_gain_db} to {max_gain_db} dB.",
         "Slightly too quiet: the {target_stem}. Raise that stem by {min_gain_db} to {max_gain_db} dB.",
         "I would boost the {target_stem} by {min_gain_db}-{max_gain_db} dB, as this stem sits a bit low in the mix.",
         "The mix needs a touch more {target_stem}: bring the level up by {min_gain_db} to {max_gain_db} dB.",
@@ -65,11 +65,11 @@ RESPONSE_TEMPLATES: dict[str, tuple[str, ...]] = {
         "A small fix: raise the {target_stem} by {min_gain_db} to {max_gain_db} dB, since this stem is mildly under-mixed.",
         "The {target_stem} stem is a bit too soft next to the reference. Boost it by {min_gain_db} to {max_gain_db} dB.",
         "Slightly under-mixed: the {target_stem}. Lift this stem by {min_gain_db}-{max_gain_db} dB.",
-        "To balance the mix, push the {target_stem} up by between {min_gain_db} and {max_gain_db} dB; "
+        "To even out the mix, push the {target_stem} up by between {min_gain_db} and {max_gain_db} dB; "
         "right now this stem is a little too quiet.",
     ),
     "very_quiet": (
-        "The {target_stem} level is far too quiet. Increase it by between {min_gain_db} and {max_gain_db} dB.",
+        "Verdict on the {target_stem}: far too quiet. Increase its level by {min_gain_db} to {max_gain_db} dB.",
         "Much too quiet: the {target_stem}. Raise that stem by {min_gain_db} to {max_gain_db} dB.",
         "The {target_stem} stem is buried in the mix; boost it by {min_gain_db}-{max_gain_db} dB.",
         "This mix badly lacks {target_stem}: bring the level up by {min_gain_db} to {max_gain_db} dB.",
@@ -79,11 +79,11 @@ RESPONSE_TEMPLATES: dict[str, tuple[str, ...]] = {
         "is heavily under-mixed.",
         "The {target_stem} stem is much too soft. Boost it by {min_gain_db} to {max_gain_db} dB.",
         "Badly under-mixed: the {target_stem}. Lift this stem by {min_gain_db}-{max_gain_db} dB.",
-        "To balance the mix, push the {target_stem} up by between {min_gain_db} and {max_gain_db} dB; "
+        "To even out the mix, push the {target_stem} up by between {min_gain_db} and {max_gain_db} dB; "
         "right now this stem is nearly lost.",
     ),
     "loud": (
-        "The {target_stem} level is a little too loud. Reduce it by between {min_gain_db} and {max_gain_db} dB.",
+        "Verdict on the {target_stem}: a little too loud. Reduce its level by {min_gain_db} to {max_gain_db} dB.",
         "Slightly too loud: the {target_stem}. Lower that stem by {min_gain_db} to {max_gain_db} dB.",
         "I would cut the {target_stem} by {min_gain_db}-{max_gain_db} dB, as this stem sits a bit high in the mix.",
         "The mix has a touch too much {target_stem}: bring the level down by {min_gain_db} to {max_gain_db} dB.",
@@ -94,11 +94,11 @@ RESPONSE_TEMPLATES: dict[str, tuple[str, ...]] = {
         "The {target_stem} stem is a bit too hot next to the reference. Pull it down by {min_gain_db} to "
         "{max_gain_db} dB.",
         "Slightly over-mixed: the {target_stem}. Trim this stem by {min_gain_db}-{max_gain_db} dB.",
-        "To balance the mix, lower the {target_stem} by between {min_gain_db} and {max_gain_db} dB; "
+        "To even out the mix, lower the {target_stem} by between {min_gain_db} and {max_gain_db} dB; "
         "right now this stem is a little too loud.",
     ),
     "very_loud": (
-        "The {target_stem} level is far too loud. Reduce it by between {min_gain_db} and {max_gain_db} dB.",
+        "Verdict on the {target_stem}: far too loud. Reduce its level by {min_gain_db} to {max_gain_db} dB.",
         "Much too loud: the {target_stem}. Lower that stem by {min_gain_db} to {max_gain_db} dB.",
         "The {target_stem} stem overpowers the mix; cut it by {min_gain_db}-{max_gain_db} dB.",
         "This mix has far too much {target_stem}: bring the level down by {min_gain_db} to {max_gain_db} dB.",
@@ -109,7 +109,7 @@ RESPONSE_TEMPLATES: dict[str, tuple[str, ...]] = {
         "stem is heavily over-mixed.",
         "The {target_stem} stem is much too hot. Pull it down by {min_gain_db} to {max_gain_db} dB.",
         "Badly over-mixed: the {target_stem}. Trim this stem by {min_gain_db}-{max_gain_db} dB.",
-        "To balance the mix, lower the {target_stem} by between {min_gain_db} and {max_gain_db} dB; "
+        "To even out the mix, lower the {target_stem} by between {min_gain_db} and {max_gain_db} dB; "
         "right now this stem is drowning out the rest.",
     ),
 }
