@@ -543,3 +543,26 @@ def test_synth_and_render_on_real_music(tmp_path):
     data, rate = sf.read(str(wav), dtype="float32")
     assert rate == 24_000 and data.ndim == 1 and data.shape[0] == 120_000
     assert audio.loudness_lufs(data, rate) == pytest.approx(-23.0, abs=0.05)
+
+
+# ----------------------------------------------------------------------------------------------
+# Text: responses and DPO pairs agree with the labels
+
+
+def test_responses_parse_back_to_the_label_and_dpo_pairs_are_wrong_on_purpose(built):
+    from mixcritic import templates
+
+    dataset = open_dataset(built)
+    for split in ("train", "valid", "test"):
+        rows = dataset.records(split)
+        pairs = dataset.dpo_pairs(split)
+        assert [p["id"] for p in pairs] == [r["id"] for r in rows]
+        for row, pair in zip(rows, pairs):
+            label = labels.Label.for_flaw(row["category"], row["target_stem"])
+            assert templates.parse_response(row["response"]) == label
+            assert pair["chosen"] == row["response"] and pair["instruction"] == row["instruction"]
+            rejected = labels.Label(pair["rejected_label"]["category"], pair["rejected_label"]["stem"],
+                                    tuple(pair["rejected_label"]["correction_db"]) if pair["rejected_label"]["correction_db"] else None)
+            assert rejected != label and templates.parse_response(pair["rejected"]) == rejected
+            assert pair["rejected_kind"] in templates.REJECTION_KINDS
+            assert (pair["rejected_kind"] == "false_alarm") == (row["category"] == "no_error")

@@ -511,7 +511,7 @@ def make_sample(track: Track, config: SynthConfig, chunk: int, gate: ChunkGate, 
         "template_version": templates.TEMPLATE_VERSION,
         "stem_lufs": {stem: _round_lufs(value) for stem, value in gate.stem_lufs.items()},
     }
-    dpo_rng = seeded_rng("dpo", config.seed, track.split, track.key, chunk, target, anchor, category)
+    dpo_rng = np.random.default_rng(int(_digest("dpo", config.seed, track.split, track.key, chunk, target, anchor, category), 16))
     rejected_label, rejected_kind = templates.make_rejected(label, dpo_rng)
     rejected_template = response_template % len(templates.RESPONSE_TEMPLATES[rejected_label.category])
     pair = {
