@@ -569,15 +569,18 @@ def test_responses_parse_back_to_the_label_and_dpo_pairs_are_wrong_on_purpose(bu
             assert (pair["rejected_kind"] == "false_alarm") == (row["category"] == "no_error")
 
 
-def test_hop_cache_equals_hop_gram_of_the_cached_stems_whatever_the_threads(tree):
-    from mixcritic.synthesis import discover_tracks, load_track
+def test_hop_cache_equals_hop_gram_of_the_cached_stems_whatever_the_threads(tree, tmp_path):
+    from mixcritic.synthesis import discover_tracks, load_track, save_npy_atomic
 
     track = discover_tracks(tree)[0]
     stems, gram = load_track(track, 0.01, threads=1)
     stems_threaded, gram_threaded = load_track(track, 0.01, threads=4)
-    np.testing.assert_array_equal(stems, stems_threaded)
+    np.testing.assert_array_equal(np.stack(stems), np.stack(stems_threaded))
     np.testing.assert_array_equal(gram, gram_threaded)
-    np.testing.assert_array_equal(gram, stemloudness.hop_gram(stems, 24_000))
+    np.testing.assert_array_equal(gram, stemloudness.hop_gram(np.stack(stems), 24_000))
+    save_npy_atomic(tmp_path / "rows.npy", stems)  # rows written one by one, no stacked copy
+    np.save(tmp_path / "stacked.npy", np.stack(stems))
+    assert (tmp_path / "rows.npy").read_bytes() == (tmp_path / "stacked.npy").read_bytes()
 
 
 def test_render_off_the_hop_grid_measures_the_mix_itself(built):

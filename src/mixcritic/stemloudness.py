@@ -74,18 +74,39 @@ def kweighted(audio: np.ndarray, rate_hz: int) -> np.ndarray:
     """
     import scipy.signal
 
-    dither = np.full(audio.shape[-1], DITHER)
-    dither[1::2] = -DITHER
-    return scipy.signal.sosfilt(kweighting_sos(rate_hz), np.add(audio, dither, dtype=np.float64), axis=-1)
+    return scipy.signal.sosfilt(kweighting_sos(rate_hz), np.add(audio, _dither(audio.shape[-1]), dtype=np.float64), axis=-1)
 
 
-def gram_from_kweighted(weighted: np.ndarray, rate_hz: int) -> np.ndarray:
-    """Per-hop cross-energies ``(hops, n, n)`` of K-weighted signals ``(n, samples)``; a partial hop is ignored."""
+_DITHER_CACHE = np.zeros(0)
+
+
+def _dither(samples: int) -> np.ndarray:
+    """``(+DITHER, -DITHER, ...)`` of length ``samples`` (a view of a cached, read-only array)."""
+    global _DITHER_CACHE
+    cached = _DITHER_CACHE
+    if cached.shape[0] < samples:
+        cached = np.full(max(samples, 2 * cached.shape[0]), DITHER)
+        cached[1::2] = -DITHER
+        cached.flags.writeable = False
+        _DITHER_CACHE = cached
+    return cached[:samples]
+
+
+def gram_from_kweighted(weighted, rate_hz: int) -> np.ndarray:
+    """Per-hop cross-energies ``(hops, n, n)`` of ``n`` K-weighted signals of equal length.
+
+    ``weighted``: a sequence of ``(samples,)`` float64 arrays (or an ``(n, samples)`` array); a
+    trailing partial hop is ignored.
+    """
     hop = hop_samples(rate_hz)
-    n_stems, samples = weighted.shape
+    samples = min(w.shape[0] for w in weighted)
     hops = samples // hop
-    blocks = weighted[:, : hops * hop].reshape(n_stems, hops, hop).transpose(1, 0, 2)
-    return blocks @ blocks.transpose(0, 2, 1)
+    views = [w[: hops * hop].reshape(hops, hop) for w in weighted]
+    gram = np.empty((hops, len(views), len(views)))
+    for i, first in enumerate(views):
+        for j in range(i, len(views)):
+            gram[:, i, j] = gram[:, j, i] = np.einsum("hk,hk->h", first, views[j])
+    return gram
 
 
 def hop_gram(stems: np.ndarray, rate_hz: int) -> np.ndarray:
@@ -93,9 +114,7 @@ def hop_gram(stems: np.ndarray, rate_hz: int) -> np.ndarray:
 
     ``stems``: ``(n_stems, samples)``. A trailing partial hop is ignored.
     """
-    hop = hop_samples(rate_hz)
-    samples = stems.shape[1] // hop * hop
-    return gram_from_kweighted(kweighted(stems[:, :samples], rate_hz), rate_hz)
+    return gram_from_kweighted([kweighted(row, rate_hz) for row in stems], rate_hz)
 
 
 def hop_energy(gram: np.ndarray, gains: np.ndarray) -> np.ndarray:

@@ -239,10 +239,10 @@ def seeded_rng(*parts: object) -> random.Random:
 # One track: stems -> cache
 
 
-def load_track(track: Track, tolerance_s: float, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def load_track(track: Track, tolerance_s: float, threads: int = 1) -> tuple[list[np.ndarray], np.ndarray]:
     """The track's stems, mono at 24 kHz, trimmed to the shortest, and their per-hop K-weighted energies.
 
-    Returns ``(stems (4, samples) float32, hop_gram (hops, 4, 4) float64)``. The four stems are
+    Returns ``(stems: 4 x (samples,) float32 in labels.STEMS order, hop_gram (hops, 4, 4) float64)``. The four stems are
     read, downmixed, resampled and K-weighted in ``threads`` threads (the libraries release the GIL).
     Raises BrokenTrack naming the file for a missing, ambiguous, unreadable, empty or non-finite
     stem (the first in ``labels.STEMS`` order), or when stem durations differ by more than ``tolerance_s``.
@@ -275,11 +275,8 @@ def load_track(track: Track, tolerance_s: float, threads: int = 1) -> tuple[np.n
             f"{tolerance_s} s); the file may be truncated",
         )
     samples = min(mono.shape[0] for mono, _, _ in loaded)
-    stems = np.stack([mono[:samples] for mono, _, _ in loaded])
-    if not np.isfinite(stems).all():
-        raise BrokenTrack(track.folder, "stems are non-finite after resampling")
-    gram = gram_from_kweighted(np.stack([weighted[:samples] for _, weighted, _ in loaded]), labels.MODEL_SAMPLE_RATE_HZ)
-    return stems, gram
+    gram = gram_from_kweighted([weighted for _, weighted, _ in loaded], labels.MODEL_SAMPLE_RATE_HZ)
+    return [mono[:samples] for mono, _, _ in loaded], gram
 
 
 def _load_stem(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
@@ -292,6 +289,8 @@ def _load_stem(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     except AudioError as exc:
         raise BrokenTrack(path, str(exc).removeprefix(f"{path}: ")) from None
     mono = resample(to_mono(audio), source_hz, labels.MODEL_SAMPLE_RATE_HZ)
+    if not np.isfinite(mono).all():
+        raise BrokenTrack(path, "is non-finite after resampling")
     return mono, kweighted(mono, labels.MODEL_SAMPLE_RATE_HZ), audio.shape[0] / source_hz
 
 
@@ -426,7 +425,7 @@ def build_track(job: TrackJob) -> dict:
         return {"key": track.key, "ok": False, "file": str(exc.file), "reason": exc.reason}
     save_npy_atomic(stems_cache_path(job.data_dir, track.key), stems)
     save_npy_atomic(hops_cache_path(job.data_dir, track.key), gram)
-    unit = track_unit(track, config, stems.shape[1], gram)
+    unit = track_unit(track, config, stems[0].shape[0], gram)
     unit["digest"] = job.digest
     write_text_atomic(unit_path(job.data_dir, track.key), json.dumps(unit, ensure_ascii=False))
     return {"key": track.key, "ok": True, "samples": len(unit["records"])}
@@ -575,14 +574,24 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to ``path`` via a temporary file and ``os.replace``."""
+def save_npy_atomic(path: Path, array) -> None:
+    """Save an array, or a list of equal-length 1-D rows as one 2-D array, as ``.npy`` to ``path``.
+
+    Written via a temporary file and ``os.replace``; rows are written one by one (no stacked copy).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
-            np.save(handle, array)
+            if isinstance(array, np.ndarray):
+                np.save(handle, array)
+            else:
+                rows = [np.ascontiguousarray(row) for row in array]
+                header = {"descr": np.lib.format.dtype_to_descr(rows[0].dtype), "fortran_order": False, "shape": (len(rows), rows[0].shape[0])}
+                np.lib.format.write_array_header_1_0(handle, header)
+                for row in rows:
+                    row.tofile(handle)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
