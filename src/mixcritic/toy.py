@@ -102,7 +102,7 @@ def make_toy_song(seed: int, duration_s: float, rate_hz: int = TOY_RATE_HZ) -> d
     """A procedural song: ``{stem: (samples, 2) float32}`` for ``bass, drums, other, vocals``.
 
     ``samples = round(duration_s * rate_hz)``. The stems sum to a mix whose peak stays below 1.0;
-    the same ``seed`` always returns identical arrays.
+    the same ``seed`` (taken modulo 2**32) always returns identical arrays.
     """
     if not duration_s > 0 or not np.isfinite(duration_s):
         raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
@@ -113,13 +113,13 @@ def make_toy_song(seed: int, duration_s: float, rate_hz: int = TOY_RATE_HZ) -> d
     song = _plan_song(rng, samples / rate_hz)
     t_s = np.arange(samples, dtype=np.float64) / rate_hz
 
-    mono_or_stereo = {
+    stereo = {
         "drums": _render_drums(rng, song, t_s, rate_hz),
         "bass": _pan(_render_bass(rng, song, t_s, rate_hz), rng.uniform(-0.1, 0.1)),
         "other": _render_pads(rng, song, t_s, rate_hz),
         "vocals": _pan(_render_vocals(rng, song, t_s, rate_hz), rng.uniform(-0.15, 0.15)),
     }
-    return _set_levels(rng, mono_or_stereo)
+    return _set_levels(rng, stereo)
 
 
 def toy_track_name(index: int) -> str:
@@ -398,7 +398,14 @@ def _render_drums(rng: np.random.Generator, song: _Song, t_s: np.ndarray, rate_h
     )
 
 
-def _drum_voice(rng, hit_s, t_s, hit, low_velocity, high_velocity) -> np.ndarray:
+def _drum_voice(
+    rng: np.random.Generator,
+    hit_s: np.ndarray,
+    t_s: np.ndarray,
+    hit: Callable[[np.ndarray], np.ndarray],
+    low_velocity: float,
+    high_velocity: float,
+) -> np.ndarray:
     """Render a monophonic drum voice: each hit cuts the previous one."""
     if hit_s.size == 0:
         return np.zeros_like(t_s)
