@@ -251,7 +251,8 @@ _TOO_LOUD = re.compile(
     r"|\b(?:sits?|is) (?:a bit |a little |slightly |too |way |far )?high\b|\bless (?:level|gain|volume)\b"
 )
 _SEVERE = re.compile(
-    r"\b(?:far|much|way|very|really|extremely|seriously|significantly|substantially|heavily|badly|massively"
+    r"\b(?:far|much|way) (?:too|more|less|louder|quieter|softer|lower|higher)\b|\bby far\b"
+    r"|\b(?:very|really|extremely|seriously|significantly|substantially|heavily|badly|massively"
     r"|hugely|severely|overly|big|large|a lot)\b|\bbarely audible\b|\bburied\b|\bnearly lost\b"
     r"|\boverpower\w*|\bdominat\w*|\bdrown\w*"
 )
