@@ -107,7 +107,6 @@ def test_render_instruction():
     [
         ((10, 10.0, STEMS, "drums"), "template_id"),
         ((0, 10.0, STEMS, "other"), "anchor"),
-        ((0, 10.0, ["bass", "other"], "drums"), "not in stems_present"),
         ((0, 10.0, ["bass", "guitar"], "bass"), "unknown stems"),
         ((0, 0.0, STEMS, "bass"), "duration_s"),
     ],
@@ -148,6 +147,9 @@ def flaw(category, stem, correction=None):
         # the anchor named as a reference is not a second target
         ("Compared to the drums, the vocals are too quiet: raise them 3 to 6 dB.", flaw("quiet", "vocals")),
         ("The bass sits louder than the vocals; reduce it by 6-12 dB.", flaw("very_loud", "bass")),
+        ("Raise the vocals by 3 to 6 dB so they sit with the drums.", flaw("quiet", "vocals")),
+        ("Bring the bass up 3-6 dB to match the kick.", flaw("quiet", "bass")),
+        ("The problem is with the vocals: raise them 3-6 dB.", flaw("quiet", "vocals")),
         # ranges that are not canonical keep their numbers; category by midpoint (boundary 6 dB)
         ("Raise the vocals by 4.5 dB.", flaw("quiet", "vocals", (4.5, 4.5))),
         ("Raise the vocals by 2 to 4 dB.", flaw("quiet", "vocals", (2, 4))),
@@ -161,6 +163,9 @@ def flaw(category, stem, correction=None):
         ("The drums are a bit too loud.", flaw("loud", "drums")),
         ("Turn down the bass.", flaw("loud", "bass")),
         ("The bass is buried.", flaw("very_quiet", "bass")),
+        ("The mix has a bit too much bass.", flaw("loud", "bass")),
+        ("The vocals are way too loud.", flaw("very_loud", "vocals")),
+        ("The kick is much louder than it should be", flaw("very_loud", "drums")),
         # no error, in several phrasings
         ("The mix is well balanced.", Label("no_error")),
         ("No changes needed - every stem including the vocals sits well.", Label("no_error")),
@@ -205,6 +210,20 @@ def test_parser_reads_free_text(text, expected):
 )
 def test_parser_returns_none_for_unclear_answers(text):
     assert parse_response(text) is None
+
+
+def test_parser_never_raises_on_random_text():
+    rng = np.random.default_rng(3)
+    words = ["raise", "cut", "the", "vocals", "drums", "bass", "by", "3", "-6", "to", "+12", "db", "dB", "and",
+             "too", "loud", "quiet", "not", "no", "change", "far", "a little", "–", ".", ",", "!!", "balanced", "0"]
+    for _ in range(500):
+        text = " ".join(rng.choice(words, size=int(rng.integers(0, 14))))
+        result = parse_response(text)
+        assert result is None or isinstance(result, Label)
+        if result is not None and result.category != "no_error":
+            assert result.stem in TARGET_STEMS
+            low, high = result.correction_db
+            assert low <= high and (low > 0 if result.direction == "increase" else high < 0)
 
 
 def test_rejected_labels_differ_in_the_way_their_kind_says():
