@@ -145,7 +145,8 @@ class Dataset:
         except KeyError:
             import difflib
 
-            close = difflib.get_close_matches(sample_id, list(self._by_id), n=3, cutoff=0.75)
+            same_track = [known for known in self._by_id if known.partition(".")[0] == sample_id.partition(".")[0]]
+            close = difflib.get_close_matches(sample_id, same_track or list(self._by_id), n=3, cutoff=0.75)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise DatasetError(
                 f"{self.root}: no sample with id {sample_id!r}. Ids are the `id` field of "
