@@ -280,7 +280,7 @@ def load_track(track: Track, tolerance_s: float, threads: int = 1) -> tuple[list
 
 
 def _load_stem(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    """``(mono 24 kHz float32, its K-weighted float64 copy, source duration_s)``; raises BrokenTrack."""
+    """``(mono 24 kHz float32, its K-weighted copy, source duration_s)``; raises BrokenTrack."""
     from mixcritic.audio import read_audio, resample, to_mono
     from mixcritic.stemloudness import kweighted
 
