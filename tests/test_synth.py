@@ -589,3 +589,13 @@ def test_render_off_the_hop_grid_measures_the_mix_itself(built):
     mix = dataset.render(record)
     assert mix.shape == (round(1.23 * 24_000),)
     assert audio.loudness_lufs(mix, 24_000) == pytest.approx(-23.0, abs=0.01)
+
+
+def test_no_usable_track_is_an_error_not_an_empty_dataset(tmp_path):
+    source = tmp_path / "src"
+    folder = write_track(source, "train", "Only", make_stems(1))
+    (folder / "vocals.wav").unlink()
+    result = run_synth(source, tmp_path / "data")
+    assert result.exit_code == 1
+    assert "no samples: 1 of 1 tracks are broken" in result.stderr
+    assert not (tmp_path / "data" / "dataset.json").exists()

@@ -732,6 +732,12 @@ def synthesize(
         unit = load_unit(data_dir, job.track.key, digest)
         if unit is not None:
             done[job.track.key] = unit
+    if not any(unit["records"] for unit in done.values()):
+        raise DatasetError(
+            f"{source}: no samples: {len(broken)} of {len(tracks)} tracks are broken and the rest gave no chunk "
+            f"with two active target stems of {config.segment_s:g} s; check the warnings, --segment-s and the gates "
+            "(--gate-lufs, --gate-relative-lu, --min-active-fraction)"
+        )
     info = assemble(data_dir, tracks, done, broken, identity)
     _remove_stray_tmp(data_dir)
     return SynthResult(data_dir, info, time.perf_counter() - started, len(jobs) - len(broken), len(tracks) - len(jobs), warnings)
@@ -759,7 +765,12 @@ def _run_jobs(jobs: list[TrackJob], workers: int, on_status: Callable[[dict], No
         import concurrent.futures
         import multiprocessing
 
-        context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            # Workers fork from a server that has imported the heavy modules once.
+            context.set_forkserver_preload(["mixcritic.synthesis", "mixcritic.templates", "scipy.signal", "soxr", "soundfile"])
+        else:
+            context = multiprocessing.get_context("spawn")
         executor = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context)
         try:
             futures = [executor.submit(build_track, job) for job in jobs]
