@@ -35,6 +35,10 @@ TOY_VERSION = "1"
 TOY_RATE_HZ = 44_100
 """Sample rate of the written stems (MUSDB18-HQ's)."""
 
+MIN_SECONDS = 1.0
+MAX_SECONDS = 600.0
+"""Song length limits of a toy tree; a song needs about 4.5 MB of memory per second while it is made."""
+
 TREE_INFO_NAME = "toy.json"
 """File at the root of a toy tree recording the options it was written with (for resume)."""
 
@@ -191,8 +195,8 @@ def claim_toy_tree(out_dir: str | Path, tracks: int, seconds: float, seed: int, 
     """
     if tracks < 1:
         raise DatasetError(f"--tracks must be at least 1, got {tracks}")
-    if not seconds >= 1.0 or not np.isfinite(seconds):
-        raise DatasetError(f"--seconds must be at least 1 s, got {seconds}")
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
+        raise DatasetError(f"--seconds must be between {MIN_SECONDS:g} and {MAX_SECONDS:g} s, got {seconds}")
     if not 0.0 <= test_fraction < 1.0:
         raise DatasetError(f"--test-fraction must be in [0, 1), got {test_fraction}")
     out_dir = Path(out_dir)
