@@ -365,8 +365,8 @@ def _pan(mono: np.ndarray, position: float) -> np.ndarray:
     return out
 
 
-def _one_pole_highpass(x: np.ndarray) -> np.ndarray:
-    """A crude high-pass (first difference), enough to make noise hiss like a hi-hat."""
+def _first_difference(x: np.ndarray) -> np.ndarray:
+    """A crude high-pass: ``x[n] - x[n-1]`` (+6 dB/octave tilt), enough to make noise hiss."""
     out = np.empty_like(x)
     out[0] = x[0]
     out[1:] = x[1:] - x[:-1]
@@ -378,7 +378,7 @@ def _one_pole_highpass(x: np.ndarray) -> np.ndarray:
 
 
 def _render_drums(rng: np.random.Generator, song: _Song, t_s: np.ndarray, rate_hz: int) -> np.ndarray:
-    """Kick (pitch-swept sine), snare (tone + noise) and hats (high-passed noise), stereo."""
+    """Kick (pitch-swept sine), snare (tone + noise) and hats (high-passed noise), stereo float32."""
     sixteenth_s = song.beat_s / 4
     steps = song.bars * 16
     step = np.arange(steps)
@@ -426,7 +426,7 @@ def _drum_voice(
 
 
 def _kick_hit(dt_s: np.ndarray) -> np.ndarray:
-    """A kick: sine swept from 150 Hz down to 50 Hz, 0.3 s decay."""
+    """A kick: sine swept from 150 Hz down to 50 Hz (30 ms), decaying with a 0.12 s time constant."""
     dt = np.maximum(dt_s, 0.0)
     f_end, f_start, sweep_s = 50.0, 150.0, 0.03
     phase = _TWO_PI * (f_end * dt + (f_start - f_end) * sweep_s * (1.0 - np.exp(-dt / sweep_s)))
@@ -434,7 +434,7 @@ def _kick_hit(dt_s: np.ndarray) -> np.ndarray:
 
 
 def _snare_hit(rng: np.random.Generator, samples: int) -> Callable[[np.ndarray], np.ndarray]:
-    noise = _one_pole_highpass(_noise(rng, samples)) * np.float32(0.6)
+    noise = _first_difference(_noise(rng, samples)) * np.float32(0.6)
 
     def hit(dt_s: np.ndarray) -> np.ndarray:
         dt = np.maximum(dt_s, 0.0)
@@ -445,7 +445,7 @@ def _snare_hit(rng: np.random.Generator, samples: int) -> Callable[[np.ndarray],
 
 
 def _hat_hit(rng: np.random.Generator, samples: int) -> Callable[[np.ndarray], np.ndarray]:
-    noise = _one_pole_highpass(_one_pole_highpass(_noise(rng, samples))) * np.float32(0.8)
+    noise = _first_difference(_first_difference(_noise(rng, samples))) * np.float32(0.8)
 
     def hit(dt_s: np.ndarray) -> np.ndarray:
         dt = np.maximum(dt_s, 0.0)
@@ -571,7 +571,7 @@ def _render_vocals(rng: np.random.Generator, song: _Song, t_s: np.ndarray, rate_
     gains[partial_hz > 0.45 * rate_hz] = 0.0
     gains_by_harmonic = np.ascontiguousarray(gains.T, dtype=np.float32)  # (harmonics, notes)
     gain_steps = gains_by_harmonic[:, previous] - gains_by_harmonic
-    breath = _one_pole_highpass(_noise(rng, t_s.shape[0])) * np.float32(0.035)
+    breath = _first_difference(_noise(rng, t_s.shape[0])) * np.float32(0.035)
 
     sounding = env > 0  # synthesise only where the singer sings
     note, phase, carry = idx[sounding], phase[sounding], carry[sounding]
