@@ -16,6 +16,7 @@ Re-running skips complete units, so an interrupted run resumes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -727,7 +728,8 @@ def synthesize(
         warn(message)
         broken.append({"split": track.split, "track": track.name, "file": status["file"], "reason": status["reason"]})
 
-    _run_jobs(jobs, workers, on_status, show_progress, total=len(tracks), already_done=len(done))
+    with _sigterm_as_interrupt():
+        _run_jobs(jobs, workers, on_status, show_progress, total=len(tracks), already_done=len(done))
     for job in jobs:
         unit = load_unit(data_dir, job.track.key, digest)
         if unit is not None:
@@ -762,7 +764,6 @@ def _run_jobs(jobs: list[TrackJob], workers: int, on_status: Callable[[dict], No
                 on_status(build_track(job))
                 progress.advance(task)
             return
-        import concurrent.futures
         import multiprocessing
 
         if "forkserver" in multiprocessing.get_all_start_methods():
@@ -771,16 +772,49 @@ def _run_jobs(jobs: list[TrackJob], workers: int, on_status: Callable[[dict], No
             context.set_forkserver_preload(["mixcritic.synthesis", "mixcritic.templates", "scipy.signal", "soxr", "soundfile"])
         else:
             context = multiprocessing.get_context("spawn")
-        executor = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context)
-        try:
-            futures = [executor.submit(build_track, job) for job in jobs]
-            for future in concurrent.futures.as_completed(futures):
-                on_status(future.result())
+        # Leaving the block (done, Ctrl-C, SIGTERM, --strict) terminates the workers at once; a
+        # half-built track leaves only a temporary file, which never counts as done.
+        with context.Pool(min(workers, len(jobs)), initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+            for status in pool.imap_unordered(build_track, jobs):
+                on_status(status)
                 progress.advance(task)
-        except BaseException:
-            executor.shutdown(wait=False, cancel_futures=True)
-            raise
-        executor.shutdown(wait=True)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Pool initializer: end this worker once the synth process is gone (killed), never idle forever."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Inside the block, SIGTERM (e.g. from ``timeout`` or a job scheduler) acts like Ctrl-C."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def assemble(data_dir: Path, tracks: list[Track], units: dict[str, dict], broken: list[dict], identity: dict) -> dict:
