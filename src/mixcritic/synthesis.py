@@ -347,6 +347,19 @@ def full_grid(active: tuple[str, ...]) -> list[tuple[str, str, str]]:
     ]
 
 
+FULL_GRID = full_grid(labels.TARGET_STEMS)
+"""The 30 (target, anchor, category) entries of a chunk where bass, drums and vocals are all active."""
+
+
+def chunk_drop_reason(gate: ChunkGate, config: SynthConfig) -> str | None:
+    """Why a whole chunk yields no sample (None when it is kept)."""
+    if gate.mix_lufs < config.gate_lufs:
+        return "silent_mix"
+    if sum(stem in gate.active for stem in labels.TARGET_STEMS) < 2:
+        return "fewer_than_two_active_targets"
+    return None
+
+
 def grid_loss_reason(target: str, anchor: str, active: tuple[str, ...]) -> str | None:
     """Why a full-grid sample is not drawn in a chunk (None when it is drawn)."""
     if target not in active:
@@ -444,29 +457,24 @@ def track_unit(track: Track, config: SynthConfig, samples: int, gram: np.ndarray
         "dropped_samples": {},
         "partial_chunk_s": round(samples / rate_hz - n_chunks * config.segment_s, 6),
     }
-    per_chunk = 30 if config.samples_per_chunk is None else config.samples_per_chunk
+    per_chunk = len(FULL_GRID) if config.samples_per_chunk is None else config.samples_per_chunk
     records, pairs = [], []
     ever_active: set[str] = set()
     track_offset = int(_digest("categories", config.seed, track.split, track.key), 16) % len(labels.CATEGORIES)
     for chunk in range(n_chunks):
         gate = gate_chunk(gram[chunk * hops : (chunk + 1) * hops], config, rate_hz)
         ever_active.update(gate.active)
-        reason = None
-        if gate.mix_lufs < config.gate_lufs:
-            reason = "silent_mix"
-        elif sum(stem in gate.active for stem in labels.TARGET_STEMS) < 2:
-            reason = "fewer_than_two_active_targets"
+        reason = chunk_drop_reason(gate, config)
         if reason:
             _count(stats["dropped_chunks"], reason)
             _count(stats["dropped_samples"], reason, per_chunk)
             continue
         grid = full_grid(gate.active)
         if config.samples_per_chunk is None:
-            for target in labels.TARGET_STEMS:
-                for anchor in labels.TARGET_STEMS:
-                    loss = None if anchor == target else grid_loss_reason(target, anchor, gate.active)
-                    if loss:
-                        _count(stats["dropped_samples"], loss, len(labels.CATEGORIES))
+            for target, anchor, _ in FULL_GRID:
+                loss = grid_loss_reason(target, anchor, gate.active)
+                if loss:
+                    _count(stats["dropped_samples"], loss)
         elif len(grid) < per_chunk:
             _count(stats["dropped_samples"], "fewer_combinations_than_requested", per_chunk - len(grid))
         rng = seeded_rng("chunk", config.seed, track.split, track.key, chunk)
