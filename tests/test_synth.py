@@ -599,3 +599,15 @@ def test_no_usable_track_is_an_error_not_an_empty_dataset(tmp_path):
     assert result.exit_code == 1
     assert "no samples: 1 of 1 tracks are broken" in result.stderr
     assert not (tmp_path / "data" / "dataset.json").exists()
+
+
+def test_names_with_brackets_are_printed_verbatim(tmp_path):
+    source = tmp_path / "src [v2]"
+    write_track(source, "train", "Song [Live]", make_stems(1))
+    folder = write_track(source, "train", "Other [Demo]", make_stems(2))
+    (folder / "bass.wav").unlink()
+    out = tmp_path / "data [x]"
+    result = run_synth(source, out)
+    assert result.exit_code == 0, result.output
+    assert "skipping track 'Other [Demo]'" in result.stderr and "Other [Demo]/bass.wav" in result.stderr
+    assert f"{out}: samples" in result.stdout
