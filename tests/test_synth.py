@@ -168,7 +168,10 @@ def test_draw_n_per_chunk_keeps_categories_balanced():
 
 def test_samples_per_chunk_n(tree, tmp_path):
     out = tmp_path / "data"
-    assert run_synth(tree, out, "--samples-per-chunk", "3").exit_code == 0
+    result = run_synth(tree, out, "--samples-per-chunk", "3", "--json")
+    assert result.exit_code == 0
+    summary = json.loads(result.stdout)  # --json: only JSON on stdout
+    assert summary["options"]["samples_per_chunk"] == 3 and summary["totals"]["samples"] == 30
     rows = all_records(out)
     assert len(rows) == 10 * 3
     counts = [sum(r["category"] == c for r in rows) for c in labels.CATEGORIES]
