@@ -614,3 +614,25 @@ def test_names_with_brackets_are_printed_verbatim(tmp_path):
     assert result.exit_code == 0, result.output
     assert "skipping track 'Other [Demo]'" in result.stderr and "Other [Demo]/bass.wav" in result.stderr
     assert f"{out}: samples" in result.stdout
+
+
+def _render_in_child(dataset, record, queue) -> None:
+    peak = float(np.abs(dataset.render(record)).max())
+    queue.put((peak, dataset._pid == os.getpid(), len(dataset._stems)))
+
+
+def test_dataset_renders_the_same_in_forked_and_spawned_workers(built):
+    """Like DataLoader workers: fork inherits the object (maps are re-opened), spawn pickles it."""
+    import multiprocessing
+
+    dataset = open_dataset(built)
+    record = dataset.records("test")[5]
+    expected = float(np.abs(dataset.render(record)).max())  # maps opened before the workers start
+    for method in ("fork", "spawn"):
+        context = multiprocessing.get_context(method)
+        queue = context.Queue()
+        child = context.Process(target=_render_in_child, args=(dataset, record, queue))
+        child.start()
+        result = queue.get(timeout=60)
+        child.join(timeout=60)
+        assert result == (expected, True, 1), method
