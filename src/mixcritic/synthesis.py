@@ -851,6 +851,7 @@ def dataset_info(tracks: list[Track], units: list[dict], broken: list[dict], ide
         counts[split] = {
             "tracks": len(split_units),
             "chunks": sum(unit["stats"]["kept_chunks"] for unit in split_units),
+            "chunk_audio_s": round(sum(unit["stats"]["kept_chunks"] for unit in split_units) * options["segment_s"], 3),
             "samples": len(rows),
             "by_category": {c: sum(r["category"] == c for r in rows) for c in labels.CATEGORIES},
             "by_target": {s: sum(r["target_stem"] == s for r in rows) for s in labels.TARGET_STEMS},
