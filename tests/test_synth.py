@@ -257,7 +257,7 @@ def test_stem_loudness_from_hop_energies_matches_pyloudnorm():
         from_hops = stemloudness.integrated_loudness_lufs(stemloudness.hop_energy(gram[first : first + hops], gains), 24_000)
         assert from_hops == pytest.approx(audio.loudness_lufs(excerpt, 24_000), abs=0.05)
     silent = stemloudness.hop_gram(np.zeros((4, 24_000)), 24_000)
-    assert stemloudness.integrated_loudness_lufs(stemloudness.hop_energy(silent, np.ones(4)), 24_000) < -250.0
+    assert stemloudness.integrated_loudness_lufs(stemloudness.hop_energy(silent, np.ones(4)), 24_000) == float("-inf")
     assert stemloudness.integrated_loudness_lufs(np.zeros(10), 24_000) == float("-inf")
 
 
