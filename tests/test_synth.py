@@ -638,3 +638,26 @@ def test_dataset_renders_the_same_in_forked_and_spawned_workers(built):
         result = queue.get(timeout=60)
         child.join(timeout=60)
         assert result == (expected, True, 1), method
+
+
+def test_ctrl_c_then_rerun_gives_identical_output(tmp_path):
+    """A real interruption of the CLI (SIGINT once the first track is done), then the same command."""
+    import signal
+    import time
+
+    source = make_tree(tmp_path / "src", n_train=11, n_test=1)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "mixcritic", "synth", str(source), "--segment-s", str(SEGMENT_S), "--out"]
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen([*command, str(interrupted)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not len(list((interrupted / "work").glob("song-*.json"))) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "re-run the same command to resume" in stderr
+    assert not (interrupted / "dataset.json").exists()
+    assert subprocess.run([*command, str(interrupted)], env=env, capture_output=True).returncode == 0
+    assert subprocess.run([*command, str(tmp_path / "straight")], env=env, capture_output=True).returncode == 0
+    assert read_bytes(interrupted) == read_bytes(tmp_path / "straight")
