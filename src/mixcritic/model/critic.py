@@ -9,7 +9,7 @@ Loss = LM cross-entropy on the answer tokens + ``aux_loss_weight`` x :func:`norm
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
@@ -110,13 +110,6 @@ class CriticOutput:
     lm_loss: torch.Tensor | None
     aux_loss: torch.Tensor | None
     logits: torch.Tensor | None = None
-    extra: dict = field(default_factory=dict)
-
-    def __getitem__(self, key):  # the HF Trainer reads outputs["loss"]
-        return getattr(self, key)
-
-    def keys(self):
-        return ["loss", "lm_loss", "aux_loss", "logits"]
 
 
 class MixCritic(nn.Module):
@@ -173,7 +166,7 @@ class MixCritic(nn.Module):
         embeds = text_embeds.masked_scatter(mask, audio_embeds.to(text_embeds.dtype))
         return embeds, text_embeds
 
-    def forward(self, audio, input_ids, attention_mask, audio_mask, labels=None, **_unused) -> CriticOutput:
+    def forward(self, audio, input_ids, attention_mask, audio_mask, labels=None) -> CriticOutput:
         """LM loss on the answer + weighted auxiliary loss; logits are returned when no labels are given."""
         audio_embeds = self.audio_embeddings(audio)
         embeds, text_embeds = self.splice(input_ids.to(self.device), audio_mask.to(self.device), audio_embeds)

@@ -114,8 +114,12 @@ def enable_checkpointing(model) -> None:
 
 def quiet_transformers() -> None:
     """Hide transformers' per-load progress bars and info logs (mixcritic shows its own progress)."""
+    import warnings
+
     from transformers.utils import logging
 
+    # transformers 5.x renames gradient_checkpointing -> activation_checkpointing; peft still calls the old names
+    warnings.filterwarnings("ignore", message=r".*is deprecated and will be removed in v6.*", category=FutureWarning)
     logging.disable_progress_bar()
     logging.set_verbosity_error()
 
