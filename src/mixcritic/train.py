@@ -433,8 +433,9 @@ def resolve_settings(request: TrainRequest, source) -> tuple[TrainSettings, Any]
     if request.preset == "tiny" and not ({"encoder_source", "llm_source"} & set(dict(request.model_overrides))):
         from mixcritic.model.tiny import TinySpec, ensure_tiny_base
 
-        mert_dir, llm_dir = ensure_tiny_base(TinySpec())
-        model |= {"encoder_source": str(mert_dir), "llm_source": str(llm_dir), "tiny_spec": asdict(TinySpec())}
+        spec = TinySpec(**(model.get("tiny_spec") or {}))
+        mert_dir, llm_dir = ensure_tiny_base(spec)
+        model |= {"encoder_source": str(mert_dir), "llm_source": str(llm_dir), "tiny_spec": asdict(spec)}
     return train, CriticSettings(**model)
 
 
