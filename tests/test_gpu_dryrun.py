@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_gpu_dryrun_tiny_runs_without_audio_libraries(tmp_path):
     code = (
         "import sys, runpy\n"
-        "for name in ('soundfile', 'soxr', 'pyloudnorm', 'typer'):\n"
+        "for name in ('soundfile', 'soxr', 'pyloudnorm', 'typer', 'rich', 'platformdirs'):\n"
         "    sys.modules[name] = None  # absent on the GPU machine: importing them raises\n"
         f"sys.argv = ['gpu_dryrun.py', '--tiny', '--steps', '1', '--seconds', '1', '--out', {str(tmp_path / 'r.json')!r}]\n"
         f"runpy.run_path({str(ROOT / 'bench' / 'gpu_dryrun.py')!r}, run_name='__main__')\n"
