@@ -74,13 +74,23 @@ def test_two_process_data_parallel_run_on_cpu(toy_data, tiny_base, tmp_path):
     run = tmp_path / "run"
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+               "--log-dir", str(tmp_path / "logs"), "--redirects", "3",
                "-m", "mixcritic", "train", str(toy_data), "--out", str(run), "--preset", "tiny", "--max-steps", "2",
                "--save-steps", "2", "--logging-steps", "1", "--eval-steps", "0", "--workers", "0",
                "--encoder", str(mert_dir), "--llm", str(llm_dir), "--device", "cpu", "--json"]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout)  # exactly one JSON document: only rank 0 reports
+    logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((tmp_path / "logs").rglob("std*.log")))
+    assert proc.returncode == 0, logs
+    stdout = {p.parent.name: p.read_text() for p in (tmp_path / "logs").rglob("stdout.log")}
+    assert stdout["1"] == ""  # only rank 0 reports
+    summary = json.loads(stdout["0"])
     assert summary["global_step"] == 2 and summary["effective_batch"] == 8
     names = {p.name for p in (run / "checkpoint-2").iterdir()}
     assert {"rng_state_0.json", "rng_state_1.json", "COMPLETE", "trained.safetensors"} <= names
     assert (run / "model" / "COMPLETE").is_file()
+
+
+def test_train_cli_rejects_an_unknown_scheduler_before_building_models(toy_data, tmp_path):
+    result = runner.invoke(app, ["train", str(toy_data), "--out", str(tmp_path / "run"), "--lr-scheduler", "zigzag"])
+    assert result.exit_code == 1 and "invalid training option" in result.stderr
+    assert not (tmp_path / "run").exists()

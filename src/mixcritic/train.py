@@ -293,6 +293,8 @@ def make_trainer_class():
             super().log(logs, start_time)
 
         def _save(self, output_dir=None, state_dict=None) -> None:
+            if not self.args.should_save:  # the Trainer calls _save on every process
+                return
             folder = Path(output_dir or self.args.output_dir)
             save_trained(self.accelerator.unwrap_model(self.model), folder, self.run_extras)
 
@@ -469,6 +471,14 @@ def training_arguments(train: TrainSettings, out_dir: Path, device: str, has_eva
     from transformers import TrainingArguments
 
     bf16 = train.bf16 and device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    try:
+        return _training_arguments(TrainingArguments, train, out_dir, device, has_eval, bf16)
+    except ValueError as exc:
+        raise ModelError(f"invalid training option: {str(exc).splitlines()[0]}") from None
+
+
+def _training_arguments(TrainingArguments, train: TrainSettings, out_dir: Path, device: str, has_eval: bool, bf16: bool):
+    """TrainingArguments for mixcritic: no tqdm, no reports, own checkpointing, columns kept."""
     return TrainingArguments(
         output_dir=str(out_dir),
         num_train_epochs=train.epochs,
@@ -505,6 +515,34 @@ def training_arguments(train: TrainSettings, out_dir: Path, device: str, has_eva
     )
 
 
+def prepare_run_dir(out_dir: Path, resume: bool, settings) -> Path | None:
+    """Check ``out_dir`` for a new run or a resume; returns the checkpoint to resume from."""
+    from mixcritic.model.checkpoint import last_complete_checkpoint
+
+    resume_from = None
+    if resume:
+        resume_from = last_complete_checkpoint(out_dir)
+        if resume_from is None:
+            raise ModelError(f"--resume: {out_dir} has no complete checkpoint-N folder; start without --resume.")
+        check_resume_compatible(resume_from, settings)
+        drop_incomplete_checkpoints(out_dir)
+    elif out_dir.exists() and (any(out_dir.glob("checkpoint-*")) or (out_dir / "model").exists()):
+        raise ModelError(f"{out_dir} already holds a run; pass --resume to continue it or choose a new --out.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return resume_from
+
+
+def clip_datasets(source, train: TrainSettings, samples: int) -> tuple[ClipDataset, ClipDataset | None]:
+    """The training split, and a fixed random subset of the validation split (None without one)."""
+    train_set = ClipDataset(source, source.records(TRAIN_SPLIT), samples)
+    val_name = validation_split(source)
+    if val_name is None:
+        return train_set, None
+    val_records = source.records(val_name)
+    picks = random.Random(train.seed).sample(range(len(val_records)), min(train.max_eval_samples, len(val_records)))
+    return train_set, ClipDataset(source, [val_records[i] for i in sorted(picks)], samples)
+
+
 def run_training(request: TrainRequest, source=None) -> dict:
     """Train (or resume) a run; returns the summary also written to ``RUN/train_summary.json``.
 
@@ -512,9 +550,10 @@ def run_training(request: TrainRequest, source=None) -> dict:
     ``render(record, normalize=True)``); opened from ``request.data_dir`` when None.
     """
     import torch
+    from transformers.trainer_callback import PrinterCallback
 
     from mixcritic.model import build_critic, resolve_device
-    from mixcritic.model.checkpoint import last_complete_checkpoint, mark_complete, write_json_atomic
+    from mixcritic.model.checkpoint import COMPLETE_MARKER, mark_complete, write_json_atomic
 
     device = resolve_device(request.device)
     if source is None:
@@ -523,47 +562,29 @@ def run_training(request: TrainRequest, source=None) -> dict:
         source = open_dataset(request.data_dir)
     train, settings = resolve_settings(request, source)
     out_dir = Path(request.out_dir)
-    resume_from = None
-    if request.resume:
-        resume_from = last_complete_checkpoint(out_dir)
-        if resume_from is None:
-            raise ModelError(f"--resume: {out_dir} has no complete checkpoint-N folder; start without --resume.")
-        check_resume_compatible(resume_from, settings)
-        drop_incomplete_checkpoints(out_dir)
-    elif out_dir.exists() and any(out_dir.glob("checkpoint-*")):
-        raise ModelError(f"{out_dir} already holds checkpoints; pass --resume to continue or choose a new --out.")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    train_set, eval_set = clip_datasets(source, train, settings.segment_samples)
+    args = training_arguments(train, out_dir, device, eval_set is not None)
+    resume_from = prepare_run_dir(out_dir, request.resume, settings)
 
     torch.manual_seed(train.seed)
     model = build_critic(settings, device, training=True)
-    n_audio = model.frames_per_clip(settings.segment_samples)
-    train_set = ClipDataset(source, source.records(TRAIN_SPLIT), settings.segment_samples)
-    val_name = validation_split(source)
-    eval_set = None
-    if val_name is not None:
-        val_records = source.records(val_name)
-        picks = random.Random(train.seed).sample(range(len(val_records)), min(train.max_eval_samples, len(val_records)))
-        eval_set = ClipDataset(source, [val_records[i] for i in sorted(picks)], settings.segment_samples)
-
-    args = training_arguments(train, out_dir, device, eval_set is not None)
-    trainer_class = make_trainer_class()
     extras = {"run_train_settings": asdict(train), "run_data_dir": str(Path(request.data_dir).resolve())}
-    trainer = trainer_class(
+    trainer = make_trainer_class()(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=CriticCollator(model.tokenizer, n_audio),
+        data_collator=CriticCollator(model.tokenizer, model.frames_per_clip(settings.segment_samples)),
         callbacks=[rich_progress_callback(request.progress)],
         run_extras=extras,
     )
-    from transformers.trainer_callback import PrinterCallback
-
     trainer.remove_callback(PrinterCallback)  # stdout is for results; progress goes to stderr
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
     final = out_dir / "model"
+    if trainer.args.should_save:
+        (final / COMPLETE_MARKER).unlink(missing_ok=True)  # a resumed run replaces an older final model
     trainer.save_model(str(final))
     trainer.accelerator.wait_for_everyone()
     summary = summarize(trainer, result, seconds, train, settings, out_dir, resume_from, len(train_set))
