@@ -129,6 +129,38 @@ def probes(source, encoder_dir: str, split: str, limit: int) -> dict:
     return out
 
 
+def audio_path_spread(critic, clips) -> dict:
+    """How much the audio tokens differ between clips, relative to their size.
+
+    ``encoder_clip_spread``: std across clips of the clip-mean encoder features (layer-averaged)
+    over their overall std; ``tokens_clip_spread`` / ``tokens_time_spread``: std across clips of
+    the clip-mean projected audio embeddings / std over time within a clip, over their RMS;
+    ``silence_distance``: RMS distance between the clip-mean embeddings of silence and of the
+    clips, over their RMS. Near-zero spreads mean the LLM sees the same audio tokens for every clip.
+    """
+    import torch
+
+    from mixcritic.model.encoder import hidden_states
+
+    model = critic.model
+    clips = torch.as_tensor(clips)
+    with torch.no_grad():
+        states = hidden_states(model.encoder, clips, model.settings.normalize_input).mean(0)
+        tokens = model.audio_embeddings(clips)
+        silence = model.audio_embeddings(torch.zeros_like(clips))
+        text = model.llm.get_input_embeddings().weight
+    rms = tokens.pow(2).mean().sqrt()
+    return {
+        "layer_weights": [round(w, 4) for w in torch.softmax(model.layer_weights.logits, 0).tolist()],
+        "encoder_clip_spread": round(float(states.mean(1).std(0).mean() / states.std()), 4),
+        "tokens_rms": round(float(rms), 4),
+        "text_embedding_rms": round(float(text.pow(2).mean().sqrt()), 4),
+        "tokens_clip_spread": round(float(tokens.mean(1).std(0).pow(2).mean().sqrt() / rms), 4),
+        "tokens_time_spread": round(float(tokens.std(1).pow(2).mean().sqrt() / rms), 4),
+        "silence_distance": round(float((silence.mean(1) - tokens.mean(1)).pow(2).mean().sqrt() / rms), 4),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Tiny-preset learning check: real audio vs silence.")
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: build toy data in --work)")
@@ -181,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "real_audio": score(ask(critic, clips, records, 8), records),
         "silence": score(ask(critic, np.zeros_like(clips), records, 8), records),
         "truth_categories": dict(Counter(r["category"] for r in records)),
+        "audio_path_spread": audio_path_spread(critic, clips[:8]),
     }
     if args.probe:
         from mixcritic.model import base_sources
