@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (toy data, run)")
     parser.add_argument("--steps", type=int, default=60, help="training steps (the budget)")
     parser.add_argument("--audio-pool", type=int, default=None, help="override the tiny preset's --audio-pool")
+    parser.add_argument("--standardize-clips", type=int, default=0, help="train with --standardize-clips N")
     parser.add_argument("--lr", type=float, default=None, help="override the tiny preset's learning rate")
     parser.add_argument("--split", default="test", help="split to score")
     parser.add_argument("--limit", type=int, default=120, help="samples scored")
@@ -184,11 +185,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.data or make_toy_data(args.work, args.tracks, args.seconds)
-    run_dir = args.work / f"run-{args.steps}-pool{args.audio_pool or 'preset'}-lr{args.lr or 'preset'}"
+    run_dir = args.work / f"run-{args.steps}-pool{args.audio_pool or 'preset'}-lr{args.lr or 'preset'}-std{args.standardize_clips}"
     overrides = [("max_steps", args.steps), ("eval_steps", 0), ("save_steps", max(args.steps, 1))]
     if args.lr is not None:
         overrides.append(("learning_rate", args.lr))
     model_overrides = [("audio_pool", args.audio_pool)] if args.audio_pool else []
+    if args.standardize_clips:
+        model_overrides.append(("standardize_clips", args.standardize_clips))
     if not (run_dir / "model" / "COMPLETE").is_file():
         import shutil
 
@@ -208,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(data),
         "steps": args.steps,
         "audio_pool": critic.settings["audio_pool"],
+        "standardize_clips": critic.settings["standardize_clips"],
         "train_seconds": round(train_s, 1),
         "final_train_loss": summary.get("final_loss"),
         "real_audio": score(ask(critic, clips, records, 8), records),

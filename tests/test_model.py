@@ -217,3 +217,16 @@ def test_tiny_4bit_model_overfits_one_batch(tiny_critic):
         optimizer.zero_grad()
         losses.append(out.lm_loss.item())
     assert losses[-1] < 0.3 * losses[0], losses
+
+
+def test_feature_standardizer_fits_mean_and_std_per_state_and_dimension():
+    from mixcritic.model.projector import FeatureStandardizer
+
+    torch.manual_seed(0)
+    states = torch.randn(3, 4, 50, 2) * torch.tensor([1.0, 10.0]) + torch.tensor([5.0, -2.0])
+    norm = FeatureStandardizer(3, 2)
+    assert norm.fit([states[:, :2], states[:, 2:]]) == 200
+    out = norm(states)
+    flat = out.flatten(1, 2)
+    assert torch.allclose(flat.mean(1), torch.zeros(3, 2), atol=1e-5)
+    assert torch.allclose(flat.std(1, unbiased=False), torch.ones(3, 2), atol=1e-5)

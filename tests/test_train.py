@@ -84,6 +84,20 @@ def test_resume_skips_interrupted_save_and_reproduces_the_run(full_run, tmp_path
         assert torch.equal(first[key], again[key]), key
 
 
+def test_feature_standardisation_is_fitted_saved_and_reloaded(tiny_base, tmp_path):
+    from mixcritic.inference import load_critic
+
+    out = tmp_path / "run"
+    run_training(TrainRequest(data_dir=out, out_dir=out, preset="tiny", device="cpu", progress=False,
+                              train_overrides=(("max_steps", 1), ("save_steps", 1), ("eval_steps", 0), ("workers", 0)),
+                              model_overrides=SPEC + (("standardize_clips", 4),)), FakeSource())
+    tensors = read_trained(out / "model")
+    assert tensors["feature_norm.mean"].shape == tensors["feature_norm.std"].shape
+    assert float(tensors["feature_norm.std"].min()) > 0 and float(tensors["feature_norm.mean"].abs().max()) > 0
+    critic = load_critic(out, device="cpu")
+    assert torch.equal(critic.model.feature_norm.std, tensors["feature_norm.std"])
+
+
 def test_existing_run_needs_resume(full_run):
     out, _ = full_run
     with pytest.raises(ModelError, match="--resume"):

@@ -543,6 +543,21 @@ def clip_datasets(source, train: TrainSettings, samples: int) -> tuple[ClipDatas
     return train_set, ClipDataset(source, [val_records[i] for i in sorted(picks)], samples)
 
 
+def fit_feature_norm(model, train_set: ClipDataset, clips: int, seed: int, batch_size: int = 4) -> int:
+    """Fit the encoder-feature standardisation on ``clips`` random training clips; returns frames seen."""
+    import numpy as np
+    import torch
+
+    picks = sorted(random.Random(seed).sample(range(len(train_set)), min(clips, len(train_set))))
+
+    def batches():
+        for start in range(0, len(picks), batch_size):
+            audio = np.stack([train_set[i]["audio"] for i in picks[start:start + batch_size]])
+            yield model.encoder_states(torch.from_numpy(audio))
+
+    return model.feature_norm.fit(batches())
+
+
 def run_training(request: TrainRequest, source=None) -> dict:
     """Train (or resume) a run; returns the summary also written to ``RUN/train_summary.json``.
 
@@ -568,6 +583,8 @@ def run_training(request: TrainRequest, source=None) -> dict:
 
     torch.manual_seed(train.seed)
     model = build_critic(settings, device, training=True)
+    if model.feature_norm is not None and resume_from is None:
+        fit_feature_norm(model, train_set, settings.standardize_clips, train.seed)
     extras = {"run_train_settings": asdict(train), "run_data_dir": str(Path(request.data_dir).resolve())}
     trainer = make_trainer_class()(
         model=model,

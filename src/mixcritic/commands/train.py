@@ -50,6 +50,7 @@ def train(
     projector_hidden: Annotated[Optional[int], Opt("--projector-hidden", help="Projector width (paper 2048).")] = None,
     projector_dropout: Annotated[Optional[float], Opt("--projector-dropout", help="Projector dropout (paper 0.1).")] = None,
     aux_loss_weight: Annotated[Optional[float], Opt("--aux-loss-weight", help="Auxiliary loss weight (paper 0.05).")] = None,
+    standardize_clips: Annotated[Optional[int], Opt("--standardize-clips", help="Standardise encoder features with statistics from N training clips (0 = off, paper).")] = None,
     gradient_checkpointing: Annotated[Optional[bool], Opt("--gradient-checkpointing/--no-gradient-checkpointing", help="Activation checkpointing in the LLM.")] = None,
     device: DeviceOption = "auto",
     json_out: JsonOption = False,
@@ -73,6 +74,7 @@ def train(
         "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
         "projector_hidden": projector_hidden, "projector_dropout": projector_dropout,
         "aux_loss_weight": aux_loss_weight, "gradient_checkpointing": gradient_checkpointing,
+        "standardize_clips": standardize_clips,
     }
     request = TrainRequest(
         data_dir=data,

@@ -76,4 +76,6 @@ def build_critic(settings: "CriticSettings", device: str = "cpu", encoder=None, 
     critic = MixCritic(encoder, peft_llm, tokenizer, settings, config.hidden_size, config.num_hidden_layers + 1)
     critic.layer_weights.to(device)
     critic.projector.to(device)
+    if critic.feature_norm is not None:
+        critic.feature_norm.to(device)
     return critic.train(training)

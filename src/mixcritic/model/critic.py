@@ -17,7 +17,14 @@ from torch import nn
 from mixcritic.errors import ModelError
 from mixcritic.labels import DEFAULT_TARGET_LUFS, MODEL_SAMPLE_RATE_HZ
 from mixcritic.model.encoder import frames_for_samples, hidden_states
-from mixcritic.model.projector import LayerWeights, Projector, norm_matching_loss, pool_frames, pooled_frame_count
+from mixcritic.model.projector import (
+    FeatureStandardizer,
+    LayerWeights,
+    Projector,
+    norm_matching_loss,
+    pool_frames,
+    pooled_frame_count,
+)
 
 SETTINGS_VERSION = 1
 
@@ -48,6 +55,9 @@ class CriticSettings:
     """Average this many consecutive encoder frames before the projector (1 = paper, 75 Hz)."""
     aux_loss_weight: float = 0.05
     """Weight of the embedding-norm matching loss."""
+    standardize_clips: int = 0
+    """Standardise the encoder's hidden states per dimension with statistics fitted on this many
+    training clips before training (0 = off, as in the paper)."""
     sample_rate_hz: int = MODEL_SAMPLE_RATE_HZ
     """Audio sample rate the encoder expects."""
     segment_s: float = 10.0
@@ -72,6 +82,7 @@ class CriticSettings:
     def __post_init__(self) -> None:
         checks = {
             "audio_pool": self.audio_pool >= 1,
+            "standardize_clips": self.standardize_clips >= 0,
             "projector_hidden": self.projector_hidden >= 1,
             "projector_depth": self.projector_depth >= 1,
             "projector_dropout": 0.0 <= self.projector_dropout < 1.0,
@@ -122,6 +133,7 @@ class MixCritic(nn.Module):
         self.encoder = encoder
         self.llm = llm
         self.layer_weights = LayerWeights(num_states)
+        self.feature_norm = FeatureStandardizer(num_states, encoder_hidden) if settings.standardize_clips else None
         llm_hidden = llm.get_input_embeddings().embedding_dim
         self.projector = Projector(
             encoder_hidden, llm_hidden, settings.projector_hidden, settings.projector_depth, settings.projector_dropout
@@ -146,9 +158,15 @@ class MixCritic(nn.Module):
     # -- forward ---------------------------------------------------------------------------
     def audio_embeddings(self, audio: torch.Tensor) -> torch.Tensor:
         """(batch, samples) float32 24 kHz -> (batch, audio positions, LLM hidden)."""
-        states = hidden_states(self.encoder, audio.to(self.device, torch.float32), self.settings.normalize_input)
+        states = self.encoder_states(audio)
+        if self.feature_norm is not None:
+            states = self.feature_norm(states)
         frames = pool_frames(self.layer_weights(states), self.settings.audio_pool)
         return self.projector(frames)
+
+    def encoder_states(self, audio: torch.Tensor) -> torch.Tensor:
+        """The frozen encoder's hidden states: (layers + 1, batch, frames, hidden)."""
+        return hidden_states(self.encoder, audio.to(self.device, torch.float32), self.settings.normalize_input)
 
     def splice(self, input_ids: torch.Tensor, audio_mask: torch.Tensor, audio_embeds: torch.Tensor):
         """Token embeddings with the audio frames written at the ``audio_mask`` positions.
@@ -185,10 +203,12 @@ class MixCritic(nn.Module):
 
     # -- parameters ------------------------------------------------------------------------
     def trained_state(self) -> dict[str, torch.Tensor]:
-        """Only what training changes: layer weights, projector and the LoRA adapter."""
+        """Only what training changes: layer weights, projector, LoRA adapter (+ fitted feature statistics)."""
         from peft import get_peft_model_state_dict
 
         state = {f"layer_weights.{k}": v for k, v in self.layer_weights.state_dict().items()}
+        if self.feature_norm is not None:
+            state.update({f"feature_norm.{k}": v for k, v in self.feature_norm.state_dict().items()})
         state.update({f"projector.{k}": v for k, v in self.projector.state_dict().items()})
         state.update({f"lora.{k}": v for k, v in get_peft_model_state_dict(self.llm).items()})
         return state
@@ -198,12 +218,16 @@ class MixCritic(nn.Module):
         from peft import set_peft_model_state_dict
 
         groups: dict[str, dict[str, torch.Tensor]] = {"layer_weights": {}, "projector": {}, "lora": {}}
+        if self.feature_norm is not None:
+            groups["feature_norm"] = {}
         for key, value in state.items():
             group, _, name = key.partition(".")
             if group not in groups:
                 raise ModelError(f"checkpoint tensor {key!r} belongs to no trained part")
             groups[group][name] = value
         self.layer_weights.load_state_dict(groups["layer_weights"], strict=True)
+        if self.feature_norm is not None:
+            self.feature_norm.load_state_dict(groups["feature_norm"], strict=True)
         self.projector.load_state_dict(groups["projector"], strict=True)
         expected = set(get_peft_model_state_dict_keys(self.llm))
         if set(groups["lora"]) != expected:

@@ -25,6 +25,41 @@ class LayerWeights(nn.Module):
         return torch.einsum("l,lbfh->bfh", weights, states)
 
 
+class FeatureStandardizer(nn.Module):
+    """Fixed per-state, per-dimension standardisation of encoder hidden states (optional).
+
+    ``mean`` and ``std`` are fitted once on training clips (:meth:`fit`) and stored with the
+    trained tensors. It removes the clip-independent component that can dominate the features
+    (see docs/performance.md, "Does the audio path carry information?").
+    """
+
+    def __init__(self, num_states: int, hidden: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(num_states, 1, 1, hidden))
+        self.register_buffer("std", torch.ones(num_states, 1, 1, hidden))
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """(layers + 1, batch, frames, hidden) -> same shape, standardised."""
+        return (states - self.mean.to(states.dtype)) / self.std.to(states.dtype)
+
+    @torch.no_grad()
+    def fit(self, batches) -> int:
+        """Fit on an iterable of hidden-state tensors (layers + 1, batch, frames, hidden); returns frames seen."""
+        total, sums, squares = 0, None, None
+        for states in batches:
+            flat = states.double().flatten(1, 2)  # (states, frames, hidden)
+            sums = flat.sum(1) if sums is None else sums + flat.sum(1)
+            squares = flat.pow(2).sum(1) if squares is None else squares + flat.pow(2).sum(1)
+            total += flat.shape[1]
+        if not total:
+            raise ValueError("no clips to fit the feature standardisation on")
+        mean = sums / total
+        std = (squares / total - mean.pow(2)).clamp(min=0).sqrt().clamp(min=1e-6)
+        self.mean.copy_(mean[:, None, None, :].to(self.mean.dtype))
+        self.std.copy_(std[:, None, None, :].to(self.std.dtype))
+        return total
+
+
 def pool_frames(frames: torch.Tensor, pool: int) -> torch.Tensor:
     """Average every ``pool`` consecutive frames: (batch, frames, hidden) -> (batch, frames // pool, hidden).
 
