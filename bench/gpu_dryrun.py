@@ -168,7 +168,8 @@ def measure(critic, device: str, batch_size: int, seconds: float, steps: int, au
     cuda = device.startswith("cuda")
 
     def step() -> float:
-        with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=autocast_dtype, enabled=cuda):
+        # bf16 autocast as the Trainer's --bf16 does; on CPU too, so --tiny exercises the same dtype mix
+        with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=autocast_dtype):
             out = critic(audio, **batch)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 0.8)

@@ -247,4 +247,5 @@ def hidden_states(model, audio: "torch.Tensor", normalize_input: bool) -> "torch
         out = model(audio, output_hidden_states=True, return_dict=True)
     states = list(out.hidden_states)
     states[-1] = out.last_hidden_state
-    return torch.stack(states, dim=0)
+    # under autocast the states can mix bf16 and fp32: stack them in fp32
+    return torch.stack([state.float() for state in states], dim=0)
