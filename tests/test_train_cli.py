@@ -94,3 +94,13 @@ def test_train_cli_rejects_an_unknown_scheduler_before_building_models(toy_data,
     result = runner.invoke(app, ["train", str(toy_data), "--out", str(tmp_path / "run"), "--lr-scheduler", "zigzag"])
     assert result.exit_code == 1 and "invalid training option" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_paper_preset_without_local_weights_says_how_to_get_them(toy_data, tmp_path):
+    result = runner.invoke(app, ["train", str(toy_data), "--out", str(tmp_path / "run"), "--preset", "paper",
+                                 "--encoder", str(tmp_path / "no-such-mert"), "--device", "cpu"])
+    assert result.exit_code == 1
+    assert "no-such-mert" in result.stderr and "huggingface-cli download" in result.stderr
+    result = runner.invoke(app, ["train", str(toy_data), "--out", str(tmp_path / "run2"), "--preset", "paper",
+                                 "--device", "cpu"])
+    assert result.exit_code == 1 and "m-a-p/MERT-v1-330M" in result.stderr and "Traceback" not in result.stderr
