@@ -1,0 +1,510 @@
+"""Per-segment gain advice on a session, and the per-stem consensus across segments.
+
+The session (:mod:`mixcritic.session`) is cut into windows of the checkpoint's segment length;
+the last window is aligned to the end of the song, so every window has the full length the
+model was trained on (a song shorter than one window is padded with silence to the window
+length). Each window's mix is loudness-normalised to the checkpoint's target exactly as in
+training, the instruction is rendered with a fixed template, and the windows are generated in
+batches. Silent windows (mix below BS.1770's absolute gate) and windows where the anchor stem
+is silent are reported, never sent to the model. Answers are parsed back into labels; answers
+that cannot be parsed are kept raw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from mixcritic import __version__
+from mixcritic.errors import MixcriticError, ModelError
+from mixcritic.labels import CATEGORIES, CORRECTION_DB, DEFAULT_TARGET_LUFS, MODEL_SAMPLE_RATE_HZ, Label
+from mixcritic.session import Session
+
+INSTRUCTION_TEMPLATE_ID = 0
+"""The instruction template critique always uses (training draws all of them; id 0 is one it saw)."""
+
+SCHEMA_VERSION = 1
+"""Version of the ``--json`` document (``schemas/critique.schema.json``)."""
+
+MODEL_ENV = "MIXCRITIC_MODEL"
+"""Environment variable naming the default model run folder."""
+
+VERDICTS: tuple[str, ...] = ("balanced", "too_loud", "too_quiet", "silent", "anchor_silent", "unparsed")
+"""Per-segment verdicts: what the model said, or why it was not asked / not understood."""
+
+
+class CriticLike(Protocol):
+    """What critique needs from :class:`mixcritic.inference.Critic` (test doubles implement it too)."""
+
+    settings: dict
+
+    def generate(self, audio: np.ndarray, instructions: list[str]) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class CritiqueConfig:
+    """How a session is cut, normalised and sent to the model."""
+
+    segment_s: float = 10.0
+    """Window length in seconds (the checkpoint's, unless overridden)."""
+    sample_rate_hz: int = MODEL_SAMPLE_RATE_HZ
+    """Rate of the audio given to the model."""
+    target_lufs: float = DEFAULT_TARGET_LUFS
+    """Integrated loudness every window's mix is normalised to, as in training."""
+    batch_size: int = 8
+    """Windows generated together."""
+    template_id: int = INSTRUCTION_TEMPLATE_ID
+    """Instruction template used for every window."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.segment_s) and self.segment_s >= 1.0):
+            raise MixcriticError(f"--segment-s {self.segment_s}: must be at least 1 second")
+        if self.sample_rate_hz <= 0:
+            raise ModelError(f"sample_rate_hz {self.sample_rate_hz}: must be positive")
+        if not math.isfinite(self.target_lufs) or self.target_lufs >= 0:
+            raise ModelError(f"target_lufs {self.target_lufs}: must be a negative loudness in LUFS")
+        if self.batch_size < 1:
+            raise MixcriticError(f"--batch-size {self.batch_size}: must be at least 1")
+
+    @property
+    def segment_samples(self) -> int:
+        """Window length in samples."""
+        return int(round(self.segment_s * self.sample_rate_hz))
+
+    @classmethod
+    def from_settings(cls, settings: dict, segment_s: float | None = None, batch_size: int = 8) -> "CritiqueConfig":
+        """The checkpoint's preprocessing settings, with an optional ``--segment-s`` override."""
+        return cls(
+            segment_s=float(segment_s if segment_s is not None else settings.get("segment_s", 10.0)),
+            sample_rate_hz=int(settings.get("sample_rate_hz", MODEL_SAMPLE_RATE_HZ)),
+            target_lufs=float(settings.get("target_lufs", DEFAULT_TARGET_LUFS)),
+            batch_size=batch_size,
+        )
+
+
+def segment_starts(num_samples: int, segment_samples: int) -> list[int]:
+    """Start sample of every window: back to back from 0, the last one ending at the song's end.
+
+    ``num_samples <= segment_samples`` gives one window at 0 (padded by the caller). A 25 s song
+    in 10 s windows gives starts 0, 10 and 15 s.
+    """
+    if segment_samples <= 0:
+        raise ValueError("segment_samples must be positive")
+    if num_samples <= segment_samples:
+        return [0]
+    starts = list(range(0, num_samples - segment_samples + 1, segment_samples))
+    if starts[-1] + segment_samples < num_samples:
+        starts.append(num_samples - segment_samples)
+    return starts
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """What the critic said about one window."""
+
+    index: int
+    """0-based position of the window."""
+    start_s: float
+    """Window start in the song, seconds."""
+    end_s: float
+    """Window end in the song, seconds (the song's end for a padded short song)."""
+    verdict: str
+    """One of :data:`VERDICTS`."""
+    stem: str | None = None
+    """Stem to change (None when balanced, silent or unparsed)."""
+    category: str | None = None
+    """Flaw category (see :data:`mixcritic.labels.CATEGORIES`), None when not judged or unparsed."""
+    correction_db: tuple[int, int] | None = None
+    """Signed dB change advised, [min, max]; None when no change is advised."""
+    text: str | None = None
+    """The model's answer, verbatim; None when the window was not sent to the model."""
+    mix_lufs: float | None = None
+    """Loudness of the window's mix before normalisation (None when silent)."""
+    padded_s: float = 0.0
+    """Silence appended to fill the window (songs shorter than one window)."""
+
+
+def verdict_of(label: Label | None) -> str:
+    """``balanced`` / ``too_loud`` / ``too_quiet`` for a parsed label, ``unparsed`` for None."""
+    if label is None:
+        return "unparsed"
+    if label.direction is None:
+        return "balanced"
+    return "too_quiet" if label.direction == "increase" else "too_loud"
+
+
+def result_from_answer(index: int, start_s: float, end_s: float, text: str, label: Label | None, **extra) -> SegmentResult:
+    """A judged window's result from the model's answer and its parse."""
+    if label is None:
+        return SegmentResult(index, start_s, end_s, "unparsed", text=text, **extra)
+    return SegmentResult(
+        index, start_s, end_s, verdict_of(label), label.stem, label.category,
+        tuple(label.correction_db) if label.correction_db else None, text, **extra,
+    )
+
+
+@dataclass(frozen=True)
+class StemConsensus:
+    """How often one stem was judged off in one direction, and the typical correction."""
+
+    stem: str
+    verdict: str
+    """``too_loud`` or ``too_quiet``."""
+    segments: int
+    """Windows with this verdict for this stem."""
+    of_segments: int
+    """Windows the model judged."""
+    category: str
+    """Most common category among those windows (ties go to the milder one)."""
+    correction_db: tuple[int, int]
+    """That category's correction range, signed dB."""
+    text: str
+    """One line, e.g. ``bass too loud in 7 of 9 segments — reduce 3-6 dB``."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Counts over all windows and the per-stem consensus."""
+
+    segments: int
+    judged: int
+    """Windows sent to the model."""
+    balanced: int
+    silent: int
+    anchor_silent: int
+    unparsed: int
+    stems: tuple[StemConsensus, ...]
+    lines: tuple[str, ...]
+    """Human-readable summary, one sentence per line."""
+
+
+_SEVERITY = {"quiet": 0, "loud": 0, "very_quiet": 1, "very_loud": 1}
+
+
+def correction_words(correction_db: tuple[int, int]) -> str:
+    """``(-6, -3)`` -> ``reduce 3-6 dB``; ``(3, 6)`` -> ``raise 3-6 dB``."""
+    low, high = sorted(abs(v) for v in correction_db)
+    verb = "reduce" if correction_db[0] < 0 else "raise"
+    return f"{verb} {low}-{high} dB"
+
+
+def _consensus(stem: str, verdict: str, results: list[SegmentResult], judged: int) -> StemConsensus:
+    counts = Counter(r.category for r in results)
+    category = max(counts, key=lambda c: (counts[c], -_SEVERITY[c]))
+    correction = CORRECTION_DB[category]
+    words = verdict.replace("_", " ")
+    text = f"{stem} {words} in {len(results)} of {judged} segments — {correction_words(correction)}"
+    return StemConsensus(stem, verdict, len(results), judged, category, correction, text)
+
+
+def summarise(results: list[SegmentResult]) -> Summary:
+    """Counts per verdict and the consensus per (stem, direction), most frequent first."""
+    count = Counter(r.verdict for r in results)
+    judged = sum(count[v] for v in ("balanced", "too_loud", "too_quiet", "unparsed"))
+    groups: dict[tuple[str, str], list[SegmentResult]] = {}
+    for r in results:
+        if r.verdict in ("too_loud", "too_quiet"):
+            groups.setdefault((r.stem, r.verdict), []).append(r)
+    stems = tuple(
+        sorted(
+            (_consensus(stem, verdict, group, judged) for (stem, verdict), group in groups.items()),
+            key=lambda c: (-c.segments, c.stem, c.verdict),
+        )
+    )
+    lines = [c.text for c in stems]
+    if judged:
+        lines.append(f"balanced in {count['balanced']} of {judged} segments")
+    else:
+        lines.append("no segment could be judged (every segment is silent or its anchor is silent)")
+    if count["silent"]:
+        lines.append(f"{count['silent']} silent segment(s) skipped")
+    if count["anchor_silent"]:
+        lines.append(f"{count['anchor_silent']} segment(s) skipped because the anchor stem is silent there")
+    if count["unparsed"]:
+        lines.append(f"{count['unparsed']} answer(s) could not be parsed (shown raw)")
+    return Summary(
+        len(results), judged, count["balanced"], count["silent"], count["anchor_silent"], count["unparsed"],
+        stems, tuple(lines),
+    )
+
+
+@dataclass(frozen=True)
+class PreparedSegment:
+    """A window ready for the model, or a result that needs no model."""
+
+    index: int
+    start_s: float
+    end_s: float
+    audio: np.ndarray | None
+    """``(segment_samples,)`` float32, loudness-normalised; None when skipped."""
+    instruction: str | None
+    mix_lufs: float | None
+    padded_s: float
+    skipped: str | None = None
+    """``silent`` / ``anchor_silent`` when the window is not sent to the model."""
+
+
+def _pad_to(audio: np.ndarray, num_samples: int) -> np.ndarray:
+    if len(audio) >= num_samples:
+        return audio
+    return np.concatenate([audio, np.zeros(num_samples - len(audio), dtype=np.float32)])
+
+
+def _segment_is_silent(session: Session, stem: str, start: int, stop: int, rate_hz: int) -> bool:
+    from mixcritic.audio import is_silent, loudness_lufs
+
+    return is_silent(loudness_lufs(session.audio[stem][start:stop], rate_hz, name=stem))
+
+
+def stems_present_in(session: Session, start: int, stop: int, rate_hz: int) -> tuple[str, ...]:
+    """Stems the instruction lists for a window: in stems mode those not silent there (the
+    anchor always), in mix mode the user's list."""
+    if session.mode == "mix":
+        return session.stems_present
+    return tuple(
+        stem
+        for stem in session.stems_present
+        if stem == session.anchor_stem or not _segment_is_silent(session, stem, start, stop, rate_hz)
+    )
+
+
+def prepare_segment(session: Session, index: int, start: int, config: CritiqueConfig) -> PreparedSegment:
+    """Mix, measure and normalise one window; decide whether the model hears it."""
+    from mixcritic.audio import apply_gain_db, is_silent, loudness_lufs
+
+    rate_hz = config.sample_rate_hz
+    stop = min(start + config.segment_samples, session.num_samples)
+    start_s, end_s = start / rate_hz, stop / rate_hz
+    padded_s = (config.segment_samples - (stop - start)) / rate_hz
+    mix = session.mix(start, stop)
+    mix_lufs = loudness_lufs(mix, rate_hz, name=f"segment {start_s:.1f}-{end_s:.1f} s")
+    if is_silent(mix_lufs):
+        return PreparedSegment(index, start_s, end_s, None, None, None, padded_s, "silent")
+    if session.mode == "stems" and _segment_is_silent(session, session.anchor_stem, start, stop, rate_hz):
+        return PreparedSegment(index, start_s, end_s, None, None, mix_lufs, padded_s, "anchor_silent")
+    from mixcritic.templates import render_instruction
+
+    normalised = _pad_to(apply_gain_db(mix, config.target_lufs - mix_lufs), config.segment_samples)
+    instruction = render_instruction(
+        config.template_id, config.segment_s, list(stems_present_in(session, start, stop, rate_hz)), session.anchor_stem
+    )
+    return PreparedSegment(index, start_s, end_s, normalised, instruction, mix_lufs, padded_s)
+
+
+def _skipped_result(seg: PreparedSegment) -> SegmentResult:
+    return SegmentResult(seg.index, seg.start_s, seg.end_s, seg.skipped, mix_lufs=seg.mix_lufs, padded_s=seg.padded_s)
+
+
+def critique_session(
+    session: Session, critic: CriticLike, config: CritiqueConfig, progress: Callable[[int], None] | None = None
+) -> list[SegmentResult]:
+    """Advice for every window of ``session``, in order. ``progress(n)`` is called after each batch
+    with the number of windows finished in it."""
+    from mixcritic.templates import parse_response
+
+    if session.rate_hz != config.sample_rate_hz:
+        raise ModelError(
+            f"session audio is at {session.rate_hz} Hz but the model expects {config.sample_rate_hz} Hz"
+        )
+    starts = segment_starts(session.num_samples, config.segment_samples)
+    prepared = [prepare_segment(session, i, start, config) for i, start in enumerate(starts)]
+    results: dict[int, SegmentResult] = {s.index: _skipped_result(s) for s in prepared if s.skipped}
+    if progress is not None and results:
+        progress(len(results))
+    todo = [s for s in prepared if not s.skipped]
+    for first in range(0, len(todo), config.batch_size):
+        batch = todo[first : first + config.batch_size]
+        answers = critic.generate(np.stack([s.audio for s in batch]), [s.instruction for s in batch])
+        if len(answers) != len(batch):
+            raise ModelError(f"the model returned {len(answers)} answers for {len(batch)} segments")
+        for seg, text in zip(batch, answers):
+            results[seg.index] = result_from_answer(
+                seg.index, seg.start_s, seg.end_s, text, parse_response(text), mix_lufs=seg.mix_lufs, padded_s=seg.padded_s
+            )
+        if progress is not None:
+            progress(len(batch))
+    return [results[i] for i in range(len(prepared))]
+
+
+# ---------------------------------------------------------------- model location
+
+
+def default_model_dir() -> Path:
+    """``<platformdirs user data dir for mixcritic>/model``."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("mixcritic")) / "model"
+
+
+def resolve_model_dir(model: Path | None, environ: dict | None = None) -> Path:
+    """``--model``, else ``$MIXCRITIC_MODEL``, else the user data dir; ModelError saying how to get one."""
+    import os
+
+    env = os.environ if environ is None else environ
+    if model is not None:
+        source = "--model"
+    elif env.get(MODEL_ENV):
+        model, source = Path(env[MODEL_ENV]), f"${MODEL_ENV}"
+    else:
+        fallback = default_model_dir()
+        if fallback.is_dir():
+            return fallback
+        raise ModelError(
+            f"no trained model found: pass --model RUN (a folder written by `mixcritic train`), set {MODEL_ENV}, "
+            f"or put one in {fallback}; to train one: mixcritic synth STEMS --out DATA && mixcritic train DATA --out RUN"
+        )
+    model = model.expanduser()
+    if not model.is_dir():
+        raise ModelError(f"{source} {model}: no such folder; point it at a run written by `mixcritic train`")
+    return model
+
+
+# ---------------------------------------------------------------- the whole job and its JSON
+
+
+@dataclass
+class CritiqueReport:
+    """Everything ``mixcritic critique`` reports: inputs, settings, windows, summary."""
+
+    session: Session
+    settings: dict
+    segments: list[SegmentResult]
+    summary: Summary = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.summary = summarise(self.segments)
+
+    def to_json(self) -> dict:
+        """The document ``--json`` prints; validated by ``schemas/critique.schema.json``."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "mixcritic_version": __version__,
+            "input": session_json(self.session),
+            "settings": self.settings,
+            "segments": [segment_json(r) for r in self.segments],
+            "summary": summary_json(self.summary, self.segments),
+        }
+
+
+def json_schema() -> dict:
+    """The JSON Schema of the ``--json`` document, shipped as package data."""
+    import json
+    from importlib.resources import files
+
+    return json.loads(files("mixcritic").joinpath("schemas/critique.schema.json").read_text(encoding="utf-8"))
+
+
+def session_json(session: Session) -> dict:
+    """The ``input`` object of the JSON document."""
+    return {
+        "mode": session.mode,
+        "path": str(session.path) if session.path is not None else None,
+        "duration_s": round(session.duration_s, 6),
+        "anchor_stem": session.anchor_stem,
+        "stems_present": list(session.stems_present),
+        "files": [
+            {
+                "path": str(f.path), "stem": f.stem, "how": f.how, "duration_s": round(f.duration_s, 6),
+                "rate_hz": f.rate_hz, "channels": f.channels, "padded_s": f.padded_s,
+            }
+            for f in session.files
+        ],
+        "ignored": [{"path": str(f.path), "reason": f.reason} for f in session.ignored],
+    }
+
+
+def segment_json(result: SegmentResult) -> dict:
+    """One entry of ``segments``."""
+    data = asdict(result)
+    data["start_s"] = round(result.start_s, 6)
+    data["end_s"] = round(result.end_s, 6)
+    data["correction_db"] = list(result.correction_db) if result.correction_db else None
+    data["mix_lufs"] = round(result.mix_lufs, 3) if result.mix_lufs is not None else None
+    data["padded_s"] = round(result.padded_s, 6)
+    return data
+
+
+def summary_json(summary: Summary, results: list[SegmentResult]) -> dict:
+    """The ``summary`` object: counts, per-stem consensus, raw unparsed answers."""
+    return {
+        "segments": summary.segments,
+        "judged": summary.judged,
+        "balanced": summary.balanced,
+        "silent": summary.silent,
+        "anchor_silent": summary.anchor_silent,
+        "unparsed": summary.unparsed,
+        "stems": [
+            {**asdict(c), "correction_db": list(c.correction_db)} for c in summary.stems
+        ],
+        "lines": list(summary.lines),
+        "unparsed_answers": [
+            {"index": r.index, "start_s": round(r.start_s, 6), "end_s": round(r.end_s, 6), "text": r.text}
+            for r in results
+            if r.verdict == "unparsed"
+        ],
+    }
+
+
+def run_critique(
+    session: Session,
+    critic: CriticLike,
+    config: CritiqueConfig,
+    model_dir: Path | None = None,
+    device: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> CritiqueReport:
+    """Critique a session with a loaded critic: resample to the model's rate, judge every window."""
+    from mixcritic.session import resample_session
+
+    session = resample_session(session, config.sample_rate_hz)
+    results = critique_session(session, critic, config, progress)
+    return CritiqueReport(session, report_settings(config, model_dir, critic.settings, device), results)
+
+
+def num_segments(session: Session, config: CritiqueConfig) -> int:
+    """How many windows :func:`critique_session` will produce (for progress bars)."""
+    num_samples = int(round(session.duration_s * config.sample_rate_hz))
+    return len(segment_starts(num_samples, config.segment_samples))
+
+
+def check_template_version(settings: dict) -> str | None:
+    """A warning when the checkpoint's templates differ from this install's (the parser may not match)."""
+    from mixcritic.templates import TEMPLATE_VERSION
+
+    trained = settings.get("template_version")
+    if trained is not None and str(trained) != str(TEMPLATE_VERSION):
+        return (
+            f"the model was trained with templates version {trained}, this install has {TEMPLATE_VERSION}; "
+            "its answers may not parse — install the mixcritic version that trained it"
+        )
+    return None
+
+
+def report_settings(config: CritiqueConfig, model_dir: Path | None, settings: dict, device: str | None) -> dict:
+    """The ``settings`` object of the JSON document."""
+    from mixcritic.templates import TEMPLATE_VERSION
+
+    return {
+        "model": str(model_dir) if model_dir is not None else None,
+        "device": device,
+        "segment_s": config.segment_s,
+        "sample_rate_hz": config.sample_rate_hz,
+        "target_lufs": config.target_lufs,
+        "batch_size": config.batch_size,
+        "template_id": config.template_id,
+        "template_version": str(settings.get("template_version", TEMPLATE_VERSION)),
+        "trained_segment_s": settings.get("segment_s"),
+    }
+
+
+__all__ = [
+    "CATEGORIES", "CritiqueConfig", "CritiqueReport", "CriticLike", "INSTRUCTION_TEMPLATE_ID", "MODEL_ENV",
+    "SCHEMA_VERSION", "SegmentResult", "StemConsensus", "Summary", "VERDICTS", "check_template_version",
+    "correction_words", "critique_session", "json_schema", "default_model_dir", "prepare_segment", "report_settings",
+    "resolve_model_dir", "run_critique", "num_segments", "segment_starts", "summarise", "verdict_of",
+]
