@@ -364,6 +364,47 @@ def resolve_model_dir(model: Path | None, environ: dict | None = None) -> Path:
     return model
 
 
+def _check_source(value: str | None, option: str) -> str | None:
+    """A local folder must exist; anything else is passed on as a hub id."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    looks_local = path.is_absolute() or value.startswith((".", "~")) or path.exists()
+    if looks_local and not path.is_dir():
+        raise ModelError(f"{option} {value}: no such folder; give the local snapshot folder of the base model")
+    return str(path) if looks_local else value
+
+
+def load_model(model_dir: Path, device: str = "auto", encoder: str | None = None, llm: str | None = None) -> CriticLike:
+    """Load a trained run; ``encoder`` / ``llm`` replace the base-model locations in its settings
+    (e.g. local snapshot folders on an offline machine). Everything else comes from the checkpoint."""
+    from mixcritic.inference import load_critic
+
+    encoder, llm = _check_source(encoder, "--encoder"), _check_source(llm, "--llm")
+    if encoder is None and llm is None:
+        return load_critic(model_dir, device=device)
+    import dataclasses
+
+    from mixcritic.inference import Critic
+    from mixcritic.model import build_critic, resolve_device
+    from mixcritic.model.checkpoint import find_model_folder, read_settings, read_trained
+
+    folder = find_model_folder(Path(model_dir))
+    settings = read_settings(folder)
+    settings = dataclasses.replace(
+        settings, encoder_source=encoder or settings.encoder_source, llm_source=llm or settings.llm_source
+    )
+    model = build_critic(settings, resolve_device(device), training=False)
+    model.load_trained_state(read_trained(folder))
+    return Critic(model.eval(), folder)
+
+
+def critic_device(critic: CriticLike, fallback: str | None = None) -> str | None:
+    """The device the critic runs on, as text (``cpu``, ``cuda:0``, ...)."""
+    device = getattr(getattr(critic, "model", None), "device", None) or getattr(critic, "device", None)
+    return str(device) if device is not None else fallback
+
+
 # ---------------------------------------------------------------- the whole job and its JSON
 
 
@@ -505,6 +546,6 @@ def report_settings(config: CritiqueConfig, model_dir: Path | None, settings: di
 __all__ = [
     "CATEGORIES", "CritiqueConfig", "CritiqueReport", "CriticLike", "INSTRUCTION_TEMPLATE_ID", "MODEL_ENV",
     "SCHEMA_VERSION", "SegmentResult", "StemConsensus", "Summary", "VERDICTS", "check_template_version",
-    "correction_words", "critique_session", "json_schema", "default_model_dir", "prepare_segment", "report_settings",
+    "correction_words", "critic_device", "critique_session", "json_schema", "load_model", "default_model_dir", "prepare_segment", "report_settings",
     "resolve_model_dir", "run_critique", "num_segments", "segment_starts", "summarise", "verdict_of",
 ]

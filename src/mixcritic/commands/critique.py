@@ -99,11 +99,12 @@ def critique_with_model(
 ) -> "CritiqueReport":
     """Load the critic, warn about setting mismatches, run every segment with a progress bar."""
     from mixcritic.console import info, warn
-    from mixcritic.critique import CritiqueConfig, check_template_version, num_segments, run_critique
-    from mixcritic.inference import load_critic
+    from mixcritic.critique import (
+        CritiqueConfig, check_template_version, critic_device, load_model, num_segments, run_critique,
+    )
 
     info(f"Loading the model from {model_dir} ...")
-    critic = load_critic(model_dir, device=device, encoder=encoder, llm=llm)
+    critic = load_model(model_dir, device, encoder, llm)
     config = CritiqueConfig.from_settings(critic.settings, segment_s, batch_size)
     trained_s = critic.settings.get("segment_s")
     if segment_s is not None and trained_s is not None and abs(segment_s - float(trained_s)) > 1e-9:
@@ -117,7 +118,7 @@ def critique_with_model(
             "it is padded with silence to the segment length"
         )
     with ProgressBar("Critiquing segments", num_segments(session, config)) as advance:
-        return run_critique(session, critic, config, model_dir, str(getattr(critic, "device", device)), advance)
+        return run_critique(session, critic, config, model_dir, critic_device(critic, device), advance)
 
 
 class ProgressBar:
@@ -192,8 +193,11 @@ def print_report(report: "CritiqueReport", console: "Console") -> None:
 
     title = f"mixcritic — {report.session.path.name if report.session.path else 'session'} (anchor: {report.session.anchor_stem})"
     table = Table(title=title, show_lines=False)
-    for column in ("#", "time", "verdict", "advice", "correction"):
-        table.add_column(column, overflow="fold")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("time", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("advice", overflow="fold", ratio=1)
+    table.add_column("correction", no_wrap=True)
     for r in report.segments:
         verdict, style = verdict_label(r)
         time_range = f"{_time(r.start_s)}–{_time(r.end_s)}" + (" (padded)" if r.padded_s else "")
@@ -201,7 +205,7 @@ def print_report(report: "CritiqueReport", console: "Console") -> None:
     console.print(table)
     console.print(Text("Summary", style="bold"))
     for line in report.summary.lines:
-        console.print(Text(f"  {line}"))
+        console.print(Text(f"  {line}"), soft_wrap=True)
     for r in report.segments:
         if r.verdict == "unparsed":
-            console.print(Text(f"  could not parse segment {r.index + 1} ({_time(r.start_s)}–{_time(r.end_s)}): {r.text!r}", style="magenta"))
+            console.print(Text(f"  could not parse segment {r.index + 1} ({_time(r.start_s)}–{_time(r.end_s)}): {r.text!r}", style="magenta"), soft_wrap=True)
