@@ -11,7 +11,7 @@ from mixcritic.options import SeedOption
 
 WorkdirOption = Annotated[
     Optional[Path],
-    typer.Option("--workdir", help="Folder for everything the demo writes [default: a new temporary folder, kept for you to inspect].", show_default=False),
+    typer.Option("--workdir", help="Folder for everything the demo writes \\[default: a new temporary folder, kept for you to inspect].", show_default=False),
 ]
 
 
