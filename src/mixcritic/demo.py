@@ -160,6 +160,24 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> DemoResu
     return DemoResult(config, session_dir, run_dir, injected, expected, report, stages.seconds)
 
 
+def train_tiny_run(work: Path, seed: int = 0, tracks: int = 4, seconds: float = 24.0, log: Callable[[str], None] = print) -> Path:
+    """Toy stems -> synth -> train ``--preset tiny`` under ``work``; returns the run folder.
+
+    The same stages as the demo without the flawed session; used by the benchmark and tests.
+    """
+    from mixcritic.toy import write_toy_tree
+
+    work.mkdir(parents=True, exist_ok=True)
+    stages = Stages(log)
+    with _cache_in(work / "cache"):
+        with stages.stage(1, "toy stems", f"{tracks} procedural songs of {seconds:g} s"):
+            write_toy_tree(work / "toy-stems", tracks, seconds, seed)
+        with stages.stage(2, "synth", "dataset of flawed mixes"):
+            data_dir = _synth(work / "toy-stems", work / "data", seed)
+        with stages.stage(3, "train", "tiny preset on CPU"):
+            return _train(data_dir, work / "run", seed)
+
+
 def _words(correction_db: tuple[int, int]) -> str:
     from mixcritic.critique import correction_words
 
