@@ -71,7 +71,7 @@ def test_table_output(stems_dir, scripted):
     assert result.exit_code == 0, result.output
     out = result.stdout
     for text in ("0:00.0–0:10.0", "0:10.0–0:20.0", "0:15.0–0:25.0", "bass too loud", "bass much too loud",
-                 "not understood", "bass: reduce 3-6 dB", "bass: reduce 6-12 dB"):
+                 "not understood", "reduce 3-6 dB", "reduce 6-12 dB"):
         assert text in out
     assert "bass too loud in 2 of 3 segments — reduce 3-6 dB" in out
     assert "could not parse segment 3 (0:15.0–0:25.0): 'Sounds great to me!'" in out

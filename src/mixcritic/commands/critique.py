@@ -189,7 +189,7 @@ def correction_label(result) -> str:
     from mixcritic.critique import correction_words
 
     if result.correction_db:
-        return f"{result.stem}: {correction_words(result.correction_db)}"
+        return correction_words(result.correction_db)
     return "none" if result.verdict == "balanced" else "—"
 
 
