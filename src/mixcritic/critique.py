@@ -3,11 +3,12 @@
 The session (:mod:`mixcritic.session`) is cut into windows of the checkpoint's segment length;
 the last window is aligned to the end of the song, so every window has the full length the
 model was trained on (a song shorter than one window is padded with silence to the window
-length). Each window's mix is loudness-normalised to the checkpoint's target exactly as in
-training, the instruction is rendered with a fixed template, and the windows are generated in
-batches. Silent windows (mix below BS.1770's absolute gate) and windows where the anchor stem
-is silent are reported, never sent to the model. Answers are parsed back into labels; answers
-that cannot be parsed are kept raw.
+length). Each window is measured and gated exactly like a training chunk (BS.1770 loudness from
+K-weighted hop energies, ``mixcritic.synthesis.gate_chunk``): windows the training data would
+have dropped (mix below -50 LUFS, anchor stem not playing, no other target stem playing) are
+reported and not sent to the model. The others are loudness-normalised to the checkpoint's
+target, the instruction is rendered with a fixed template and the active stems, and the windows
+are generated in batches. Answers are parsed back into labels; unparseable ones are kept raw.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from mixcritic import __version__
 from mixcritic.errors import MixcriticError, ModelError
-from mixcritic.labels import CATEGORIES, CORRECTION_DB, DEFAULT_TARGET_LUFS, MODEL_SAMPLE_RATE_HZ, Label
+from mixcritic.labels import CATEGORIES, CORRECTION_DB, DEFAULT_TARGET_LUFS, MODEL_SAMPLE_RATE_HZ, STEMS, TARGET_STEMS, Label
 from mixcritic.session import Session
 
 INSTRUCTION_TEMPLATE_ID = 0
@@ -34,7 +35,7 @@ SCHEMA_VERSION = 1
 MODEL_ENV = "MIXCRITIC_MODEL"
 """Environment variable naming the default model run folder."""
 
-VERDICTS: tuple[str, ...] = ("balanced", "too_loud", "too_quiet", "silent", "anchor_silent", "unparsed")
+VERDICTS: tuple[str, ...] = ("balanced", "too_loud", "too_quiet", "unparsed", "silent", "anchor_inactive", "no_target")
 """Per-segment verdicts: what the model said, or why it was not asked / not understood."""
 
 
@@ -44,6 +45,19 @@ class CriticLike(Protocol):
     settings: dict
 
     def generate(self, audio: np.ndarray, instructions: list[str]) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The training data's loudness gate (``mixcritic synth`` defaults): windows it would have
+    dropped are reported instead of judged."""
+
+    gate_lufs: float = -50.0
+    """A window whose mix is quieter is ``silent``; a stem quieter than this is inactive."""
+    gate_relative_lu: float = -20.0
+    """A stem more than this far below the window's mix is inactive (LU)."""
+    min_active_fraction: float = 0.2
+    """A stem with fewer of its 400 ms blocks above ``gate_lufs`` is inactive."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +74,13 @@ class CritiqueConfig:
     """Windows generated together."""
     template_id: int = INSTRUCTION_TEMPLATE_ID
     """Instruction template used for every window."""
+    gate: GateSettings = field(default_factory=lambda: GateSettings())
+    """Which windows are judged: the training data's loudness gate."""
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.segment_s) and self.segment_s >= 1.0):
-            raise MixcriticError(f"--segment-s {self.segment_s}: must be at least 1 second")
+        hops = self.segment_s * 10
+        if not (math.isfinite(self.segment_s) and self.segment_s >= 1.0 and abs(hops - round(hops)) < 1e-6):
+            raise MixcriticError(f"--segment-s {self.segment_s}: must be at least 1 second and a multiple of 0.1 s")
         if self.sample_rate_hz <= 0:
             raise ModelError(f"sample_rate_hz {self.sample_rate_hz}: must be positive")
         if not math.isfinite(self.target_lufs) or self.target_lufs >= 0:
@@ -116,7 +133,7 @@ class SegmentResult:
     verdict: str
     """One of :data:`VERDICTS`."""
     stem: str | None = None
-    """Stem to change (None when balanced, silent or unparsed)."""
+    """Stem to change (None when balanced, skipped or unparsed)."""
     category: str | None = None
     """Flaw category (see :data:`mixcritic.labels.CATEGORIES`), None when not judged or unparsed."""
     correction_db: tuple[int, int] | None = None
@@ -124,7 +141,7 @@ class SegmentResult:
     text: str | None = None
     """The model's answer, verbatim; None when the window was not sent to the model."""
     mix_lufs: float | None = None
-    """Loudness of the window's mix before normalisation (None when silent)."""
+    """Loudness of the window's mix before normalisation (None for digital silence)."""
     padded_s: float = 0.0
     """Silence appended to fill the window (songs shorter than one window)."""
 
@@ -176,7 +193,8 @@ class Summary:
     """Windows sent to the model."""
     balanced: int
     silent: int
-    anchor_silent: int
+    anchor_inactive: int
+    no_target: int
     unparsed: int
     stems: tuple[StemConsensus, ...]
     lines: tuple[str, ...]
@@ -220,15 +238,18 @@ def summarise(results: list[SegmentResult]) -> Summary:
     if judged:
         lines.append(f"balanced in {count['balanced']} of {judged} segments")
     else:
-        lines.append("no segment could be judged (every segment is silent or its anchor is silent)")
+        lines.append("no segment could be judged (every segment is silent or its anchor is not playing)")
     if count["silent"]:
         lines.append(f"{count['silent']} silent segment(s) skipped")
-    if count["anchor_silent"]:
-        lines.append(f"{count['anchor_silent']} segment(s) skipped because the anchor stem is silent there")
+    if count["anchor_inactive"]:
+        lines.append(f"{count['anchor_inactive']} segment(s) skipped: the anchor stem is not playing there")
+    if count["no_target"]:
+        lines.append(f"{count['no_target']} segment(s) skipped: no other bass/drums/vocals stem is playing there")
     if count["unparsed"]:
         lines.append(f"{count['unparsed']} answer(s) could not be parsed (shown raw)")
     return Summary(
-        len(results), judged, count["balanced"], count["silent"], count["anchor_silent"], count["unparsed"],
+        len(results), judged, count["balanced"], count["silent"], count["anchor_inactive"], count["no_target"],
+        count["unparsed"],
         stems, tuple(lines),
     )
 
@@ -246,7 +267,7 @@ class PreparedSegment:
     mix_lufs: float | None
     padded_s: float
     skipped: str | None = None
-    """``silent`` / ``anchor_silent`` when the window is not sent to the model."""
+    """``silent`` / ``anchor_inactive`` / ``no_target`` when the window is not sent to the model."""
 
 
 def _pad_to(audio: np.ndarray, num_samples: int) -> np.ndarray:
@@ -255,45 +276,88 @@ def _pad_to(audio: np.ndarray, num_samples: int) -> np.ndarray:
     return np.concatenate([audio, np.zeros(num_samples - len(audio), dtype=np.float32)])
 
 
-def _segment_is_silent(session: Session, stem: str, start: int, stop: int, rate_hz: int) -> bool:
-    from mixcritic.audio import is_silent, loudness_lufs
+class WindowLoudness:
+    """BS.1770 loudness and stem activity of any window, computed the way ``synth`` does.
 
-    return is_silent(loudness_lufs(session.audio[stem][start:stop], rate_hz, name=stem))
+    The stems (or the mixed file) are K-weighted once over the whole song, so a window's first
+    samples see the preceding audio, as in training; a window's per-100 ms-hop cross-energies
+    then give the exact integrated loudness of its mix and the training gate's verdict on each
+    stem (:func:`mixcritic.synthesis.gate_chunk`) without touching the audio again.
+    """
+
+    def __init__(self, session: Session) -> None:
+        import scipy.signal
+
+        from mixcritic.stemloudness import kweighting_sos
+
+        self.rate_hz = session.rate_hz
+        self.names = STEMS if session.mode == "stems" else ("mix",)
+        silence = np.zeros(session.num_samples, dtype=np.float32)
+        stacked = np.stack([session.audio.get(name, silence) for name in self.names])
+        self.weighted = scipy.signal.sosfilt(kweighting_sos(self.rate_hz), stacked, axis=-1).astype(np.float32)
+
+    def gram(self, start: int, stop: int) -> np.ndarray:
+        """``(hops, n, n)`` float64 K-weighted cross-energies of ``[start, stop)`` (partial last hop dropped)."""
+        from mixcritic.stemloudness import hop_samples
+
+        hop = hop_samples(self.rate_hz)
+        hops = (stop - start) // hop
+        blocks = self.weighted[:, start : start + hops * hop].astype(np.float64)
+        blocks = blocks.reshape(len(self.names), hops, hop).transpose(1, 0, 2)
+        return blocks @ blocks.transpose(0, 2, 1)
+
+    def mix_lufs(self, start: int, stop: int) -> float:
+        """Integrated loudness of the window's mix (all stems at unity gain), LUFS; -inf if silent."""
+        from mixcritic.stemloudness import hop_energy, integrated_loudness_lufs
+
+        gram = self.gram(start, stop)
+        return integrated_loudness_lufs(hop_energy(gram, np.ones(gram.shape[1])), self.rate_hz)
+
+    def active_stems(self, start: int, stop: int, gate: "GateSettings") -> tuple[str, ...]:
+        """Stems the training gate calls active in the window, in :data:`STEMS` order (stems mode only)."""
+        from mixcritic.synthesis import SynthConfig, gate_chunk
+
+        config = SynthConfig(
+            gate_lufs=gate.gate_lufs, gate_relative_lu=gate.gate_relative_lu, min_active_fraction=gate.min_active_fraction
+        )
+        return gate_chunk(self.gram(start, stop), config, self.rate_hz).active
 
 
-def stems_present_in(session: Session, start: int, stop: int, rate_hz: int) -> tuple[str, ...]:
-    """Stems the instruction lists for a window: in stems mode those not silent there (the
-    anchor always), in mix mode the user's list."""
-    if session.mode == "mix":
-        return session.stems_present
-    return tuple(
-        stem
-        for stem in session.stems_present
-        if stem == session.anchor_stem or not _segment_is_silent(session, stem, start, stop, rate_hz)
-    )
+def skip_reason(session: Session, active: tuple[str, ...]) -> str | None:
+    """Why a (loud enough) window of a stems session is not sent: its anchor is inactive, or no
+    other bass/drums/vocals stem is active to judge against it. None when it is sent."""
+    if session.anchor_stem not in active:
+        return "anchor_inactive"
+    if not any(stem in active for stem in TARGET_STEMS if stem != session.anchor_stem):
+        return "no_target"
+    return None
 
 
-def prepare_segment(session: Session, index: int, start: int, config: CritiqueConfig) -> PreparedSegment:
-    """Mix, measure and normalise one window; decide whether the model hears it."""
-    from mixcritic.audio import apply_gain_db, is_silent, loudness_lufs
+def prepare_segment(
+    session: Session, loudness: WindowLoudness, index: int, start: int, config: CritiqueConfig
+) -> PreparedSegment:
+    """Mix, measure, gate and normalise one window; decide whether the model hears it."""
+    from mixcritic.audio import db_to_amplitude
 
     rate_hz = config.sample_rate_hz
     stop = min(start + config.segment_samples, session.num_samples)
     start_s, end_s = start / rate_hz, stop / rate_hz
     padded_s = (config.segment_samples - (stop - start)) / rate_hz
-    mix = session.mix(start, stop)
-    mix_lufs = loudness_lufs(mix, rate_hz, name=f"segment {start_s:.1f}-{end_s:.1f} s")
-    if is_silent(mix_lufs):
-        return PreparedSegment(index, start_s, end_s, None, None, None, padded_s, "silent")
-    if session.mode == "stems" and _segment_is_silent(session, session.anchor_stem, start, stop, rate_hz):
-        return PreparedSegment(index, start_s, end_s, None, None, mix_lufs, padded_s, "anchor_silent")
+    mix_lufs = loudness.mix_lufs(start, stop)
+    shown_lufs = mix_lufs if math.isfinite(mix_lufs) else None
+    if not mix_lufs >= config.gate.gate_lufs:
+        return PreparedSegment(index, start_s, end_s, None, None, shown_lufs, padded_s, "silent")
+    stems_present = session.stems_present
+    if session.mode == "stems":
+        stems_present = loudness.active_stems(start, stop, config.gate)
+        reason = skip_reason(session, stems_present)
+        if reason is not None:
+            return PreparedSegment(index, start_s, end_s, None, None, shown_lufs, padded_s, reason)
     from mixcritic.templates import render_instruction
 
-    normalised = _pad_to(apply_gain_db(mix, config.target_lufs - mix_lufs), config.segment_samples)
-    instruction = render_instruction(
-        config.template_id, config.segment_s, list(stems_present_in(session, start, stop, rate_hz)), session.anchor_stem
-    )
-    return PreparedSegment(index, start_s, end_s, normalised, instruction, mix_lufs, padded_s)
+    mix = session.mix(start, stop) * np.float32(db_to_amplitude(config.target_lufs - mix_lufs))
+    instruction = render_instruction(config.template_id, config.segment_s, list(stems_present), session.anchor_stem)
+    return PreparedSegment(index, start_s, end_s, _pad_to(mix, config.segment_samples), instruction, shown_lufs, padded_s)
 
 
 def _skipped_result(seg: PreparedSegment) -> SegmentResult:
@@ -312,7 +376,8 @@ def critique_session(
             f"session audio is at {session.rate_hz} Hz but the model expects {config.sample_rate_hz} Hz"
         )
     starts = segment_starts(session.num_samples, config.segment_samples)
-    prepared = [prepare_segment(session, i, start, config) for i, start in enumerate(starts)]
+    loudness = WindowLoudness(session)
+    prepared = [prepare_segment(session, loudness, i, start, config) for i, start in enumerate(starts)]
     results: dict[int, SegmentResult] = {s.index: _skipped_result(s) for s in prepared if s.skipped}
     if progress is not None and results:
         progress(len(results))
@@ -477,7 +542,8 @@ def summary_json(summary: Summary, results: list[SegmentResult]) -> dict:
         "judged": summary.judged,
         "balanced": summary.balanced,
         "silent": summary.silent,
-        "anchor_silent": summary.anchor_silent,
+        "anchor_inactive": summary.anchor_inactive,
+        "no_target": summary.no_target,
         "unparsed": summary.unparsed,
         "stems": [
             {**asdict(c), "correction_db": list(c.correction_db)} for c in summary.stems

@@ -53,7 +53,7 @@ SegmentOverride = Annotated[
 
 _VERDICT_STYLE = {
     "very_loud": "bold red", "very_quiet": "bold red", "loud": "yellow", "quiet": "yellow",
-    "balanced": "green", "silent": "dim", "anchor_silent": "dim", "unparsed": "magenta",
+    "balanced": "green", "silent": "dim", "anchor_inactive": "dim", "no_target": "dim", "unparsed": "magenta",
 }
 
 
@@ -180,7 +180,10 @@ def verdict_label(result) -> tuple[str, str]:
     if result.verdict in ("too_loud", "too_quiet"):
         words = {"loud": "too loud", "very_loud": "much too loud", "quiet": "too quiet", "very_quiet": "much too quiet"}
         return f"{result.stem} {words[result.category]}", _VERDICT_STYLE[result.category]
-    words = {"balanced": "balanced", "silent": "silent (skipped)", "anchor_silent": "anchor silent (skipped)", "unparsed": "not understood"}
+    words = {
+        "balanced": "balanced", "silent": "silent (skipped)", "anchor_inactive": "no anchor (skipped)",
+        "no_target": "nothing to compare (skipped)", "unparsed": "not understood",
+    }
     return words[result.verdict], _VERDICT_STYLE[result.verdict]
 
 
