@@ -8,7 +8,7 @@ Stages (each reported as it runs):
 3. synth: a small dataset of flawed mixes from the training songs;
 4. train: the ``tiny`` preset (random-init tiny MERT and Qwen2 stand-ins, about a minute);
 5. critique: the flawed session, exactly as ``mixcritic critique`` does it;
-6. the injected flaw next to what the model said.
+and finally the injected flaw is printed next to what the model said.
 
 The tiny model is a wiring demo, not a trained critic: its advice is close to chance.
 """
@@ -58,6 +58,8 @@ class DemoConfig:
     """Injected gain error, dB (+9 dB = very loud)."""
     anchor_stem: str = "drums"
     """Stem whose level is taken as right when critiquing."""
+    train_steps: int | None = None
+    """Training steps; None keeps the tiny preset's (60, about a minute on 2 cores)."""
 
     def __post_init__(self) -> None:
         if self.tracks < 2:
@@ -68,6 +70,8 @@ class DemoConfig:
             raise MixcriticError("demo flaw and anchor must be two different stems of bass, drums, vocals")
         if self.flaw_gain_db == 0:
             raise MixcriticError("demo flaw_gain_db must not be 0")
+        if self.train_steps is not None and self.train_steps < 1:
+            raise MixcriticError(f"demo train_steps {self.train_steps}: must be at least 1")
 
 
 def flaw_category(gain_db: float) -> str:
@@ -117,13 +121,14 @@ class DemoResult:
 class Stages:
     """Runs named stages, reporting each start and its time through ``log``."""
 
-    def __init__(self, log: Callable[[str], None]) -> None:
+    def __init__(self, log: Callable[[str], None], total: int) -> None:
         self.log = log
+        self.total = total
         self.seconds: dict[str, float] = {}
 
     @contextmanager
     def stage(self, number: int, name: str, what: str):
-        self.log(f"[{number}/6] {name}: {what}")
+        self.log(f"[{number}/{self.total}] {name}: {what}")
         start = time.perf_counter()
         yield
         self.seconds[name] = time.perf_counter() - start
@@ -139,7 +144,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> DemoResu
 
     work = config.workdir
     work.mkdir(parents=True, exist_ok=True)
-    stages = Stages(log)
+    stages = Stages(log, 5)
     category = flaw_category(config.flaw_gain_db)
     with _cache_in(work / "cache"):
         with stages.stage(1, "toy stems", f"{config.tracks} procedural songs of {config.seconds:g} s"):
@@ -150,9 +155,11 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> DemoResu
         with stages.stage(3, "synth", "dataset of flawed mixes from the training songs"):
             data_dir = _synth(work / "toy-stems", work / "data", config.seed)
         with stages.stage(4, "train", "tiny preset on CPU (random-init tiny MERT + Qwen2)"):
-            run_dir = _train(data_dir, work / "run", config.seed)
+            run_dir = _train(data_dir, work / "run", config.seed, config.train_steps)
         with stages.stage(5, "critique", f"{session_dir} --anchor {config.anchor_stem}"):
             session = open_session(session_dir, config.anchor_stem)
+            for f in session.files:
+                log(f"      {f.stem:<7} <- {f.path.name} ({f.how})")
             critic = load_model(run_dir, device="cpu")
             report = run_critique(session, critic, CritiqueConfig.from_settings(critic.settings), run_dir, "cpu")
     expected = f"{config.flaw_stem}: {_words(CORRECTION_DB[category])}" if CORRECTION_DB[category] else "no change"
@@ -160,7 +167,10 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> DemoResu
     return DemoResult(config, session_dir, run_dir, injected, expected, report, stages.seconds)
 
 
-def train_tiny_run(work: Path, seed: int = 0, tracks: int = 4, seconds: float = 24.0, log: Callable[[str], None] = print) -> Path:
+def train_tiny_run(
+    work: Path, seed: int = 0, tracks: int = 4, seconds: float = 24.0, log: Callable[[str], None] = print,
+    train_steps: int | None = None,
+) -> Path:
     """Toy stems -> synth -> train ``--preset tiny`` under ``work``; returns the run folder.
 
     The same stages as the demo without the flawed session; used by the benchmark and tests.
@@ -168,14 +178,29 @@ def train_tiny_run(work: Path, seed: int = 0, tracks: int = 4, seconds: float = 
     from mixcritic.toy import write_toy_tree
 
     work.mkdir(parents=True, exist_ok=True)
-    stages = Stages(log)
+    stages = Stages(log, 3)
     with _cache_in(work / "cache"):
         with stages.stage(1, "toy stems", f"{tracks} procedural songs of {seconds:g} s"):
             write_toy_tree(work / "toy-stems", tracks, seconds, seed)
         with stages.stage(2, "synth", "dataset of flawed mixes"):
             data_dir = _synth(work / "toy-stems", work / "data", seed)
         with stages.stage(3, "train", "tiny preset on CPU"):
-            return _train(data_dir, work / "run", seed)
+            return _train(data_dir, work / "run", seed, train_steps)
+
+
+def model_verdict(report, stem: str) -> str:
+    """One line for what the model said overall, preferring its consensus on ``stem``."""
+    summary = report.summary
+    for consensus in summary.stems:
+        if consensus.stem == stem:
+            return consensus.text
+    if summary.stems:
+        return summary.stems[0].text
+    if summary.balanced:
+        return f"balanced in {summary.balanced} of {summary.judged} segments"
+    if summary.judged:
+        return f"no usable advice: {summary.unparsed} of {summary.judged} answers could not be parsed"
+    return "nothing: no segment could be judged"
 
 
 def _words(correction_db: tuple[int, int]) -> str:
@@ -198,8 +223,25 @@ def _cache_in(folder: Path):
 
 
 def _synth(stems_root: Path, out_dir: Path, seed: int) -> Path:
-    raise MixcriticError("demo: the synth stage is not wired yet")
+    """``mixcritic synth STEMS --out DATA`` with its defaults (full flaw grid, 10 s chunks)."""
+    from mixcritic.synthesis import SynthConfig, synthesize
+
+    synthesize(stems_root, out_dir, SynthConfig(seed=seed), workers=1, show_progress=False)
+    return out_dir
 
 
-def _train(data_dir: Path, out_dir: Path, seed: int) -> Path:
-    raise MixcriticError("demo: the train stage is not wired yet")
+def _train(data_dir: Path, out_dir: Path, seed: int, max_steps: int | None = None) -> Path:
+    """``mixcritic train DATA --out RUN --preset tiny --device cpu`` (resumes an interrupted run)."""
+    from mixcritic.model.checkpoint import is_complete
+    from mixcritic.train import TrainRequest, run_training
+
+    if is_complete(out_dir / "model"):
+        return out_dir
+    resume = out_dir.is_dir() and any(out_dir.glob("checkpoint-*/COMPLETE"))
+    overrides = (("seed", seed),) + ((("max_steps", max_steps),) if max_steps is not None else ())
+    request = TrainRequest(
+        data_dir=data_dir, out_dir=out_dir, preset="tiny", train_overrides=overrides, resume=resume,
+        device="cpu", progress=True,
+    )
+    run_training(request)
+    return out_dir

@@ -28,14 +28,14 @@ def demo(workdir: WorkdirOption = None, seed: SeedOption = 0) -> None:
 
     from mixcritic.commands.critique import print_report
     from mixcritic.console import info, stdout
-    from mixcritic.demo import DISCLAIMER, DemoConfig, run_demo
+    from mixcritic.demo import DISCLAIMER, DemoConfig, model_verdict, run_demo
 
     folder = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="mixcritic-demo-"))
     info(f"mixcritic demo in {folder}")
     info(DISCLAIMER)
     result = run_demo(DemoConfig(workdir=folder, seed=seed), log=info)
     print_report(result.report, stdout)
-    said = result.report.summary.lines[0] if result.report.summary.lines else "nothing"
+    said = model_verdict(result.report, result.config.flaw_stem)
     stdout.print(Text("Injected  ", style="bold") + Text(result.injected), soft_wrap=True)
     stdout.print(Text("Expected  ", style="bold") + Text(result.expected), soft_wrap=True)
     stdout.print(Text("Model said", style="bold") + Text(f" {said}"), soft_wrap=True)
