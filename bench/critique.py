@@ -46,6 +46,16 @@ def time_critique(song: Path, critic, batch_size: int, repeats: int) -> tuple[fl
     return statistics.median(times), results
 
 
+class NullCritic:
+    """Answers instantly: isolates reading, resampling, gating and normalisation from the model."""
+
+    def __init__(self, settings: dict) -> None:
+        self.settings = settings
+
+    def generate(self, audio, instructions):
+        return ["" for _ in instructions]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="Run folder; built with the tiny preset if absent.")
@@ -75,6 +85,7 @@ def main() -> None:
         load_s = time.perf_counter() - start
         batched_s, batched = time_critique(song, critic, args.batch_size, args.repeats)
         single_s, single = time_critique(song, critic, 1, args.repeats)
+        audio_s, _ = time_critique(song, NullCritic(critic.settings), args.batch_size, args.repeats)
     same = [r.text for r in batched] == [r.text for r in single]
     per_min = lambda s: s / args.minutes  # noqa: E731
     print(f"\nsong: {args.minutes:g} min, {len(batched)} segments; torch threads {args.threads}; model load {load_s:.2f} s")
@@ -82,6 +93,7 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| batch {args.batch_size} | {per_min(batched_s):.2f} | {60 / per_min(batched_s):.1f} |")
     print(f"| one segment at a time | {per_min(single_s):.2f} | {60 / per_min(single_s):.1f} |")
+    print(f"| audio only (read, resample, gate, normalise; no model) | {per_min(audio_s):.2f} | {60 / per_min(audio_s):.1f} |")
     print(f"\nbatched speed-up: {single_s / batched_s:.2f}x; identical answers: {same}")
 
 
