@@ -14,7 +14,6 @@ import pytest
 from mixcritic.audio import loudness_lufs
 from mixcritic.critique import (
     CritiqueConfig,
-    CritiqueReport,
     SegmentResult,
     correction_words,
     critique_session,

@@ -23,7 +23,7 @@ import numpy as np
 
 from mixcritic import __version__
 from mixcritic.errors import MixcriticError, ModelError
-from mixcritic.labels import CATEGORIES, CORRECTION_DB, DEFAULT_TARGET_LUFS, MODEL_SAMPLE_RATE_HZ, STEMS, TARGET_STEMS, Label
+from mixcritic.labels import CORRECTION_DB, DEFAULT_TARGET_LUFS, MODEL_SAMPLE_RATE_HZ, STEMS, TARGET_STEMS, Label
 from mixcritic.session import Session
 
 INSTRUCTION_TEMPLATE_ID = 0
@@ -74,7 +74,7 @@ class CritiqueConfig:
     """Windows generated together."""
     template_id: int = INSTRUCTION_TEMPLATE_ID
     """Instruction template used for every window."""
-    gate: GateSettings = field(default_factory=lambda: GateSettings())
+    gate: GateSettings = field(default_factory=GateSettings)
     """Which windows are judged: the training data's loudness gate."""
 
     def __post_init__(self) -> None:
@@ -606,12 +606,14 @@ def report_settings(config: CritiqueConfig, model_dir: Path | None, settings: di
         "template_id": config.template_id,
         "template_version": str(settings.get("template_version", TEMPLATE_VERSION)),
         "trained_segment_s": settings.get("segment_s"),
+        "gate": asdict(config.gate),
     }
 
 
 __all__ = [
-    "CATEGORIES", "CritiqueConfig", "CritiqueReport", "CriticLike", "INSTRUCTION_TEMPLATE_ID", "MODEL_ENV",
-    "SCHEMA_VERSION", "SegmentResult", "StemConsensus", "Summary", "VERDICTS", "check_template_version",
-    "correction_words", "critic_device", "critique_session", "json_schema", "load_model", "default_model_dir", "prepare_segment", "report_settings",
-    "resolve_model_dir", "run_critique", "num_segments", "segment_starts", "summarise", "verdict_of",
+    "CritiqueConfig", "CritiqueReport", "CriticLike", "GateSettings", "INSTRUCTION_TEMPLATE_ID", "MODEL_ENV",
+    "SCHEMA_VERSION", "SegmentResult", "StemConsensus", "Summary", "VERDICTS", "WindowLoudness",
+    "check_template_version", "correction_words", "critic_device", "critique_session", "default_model_dir",
+    "json_schema", "load_model", "num_segments", "prepare_segment", "report_settings", "resolve_model_dir",
+    "run_critique", "segment_starts", "skip_reason", "summarise", "verdict_of",
 ]

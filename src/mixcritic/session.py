@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixcritic.errors import AudioError, MixcriticError
+from mixcritic.errors import MixcriticError
 from mixcritic.labels import MODEL_SAMPLE_RATE_HZ, STEMS, TARGET_STEMS
 
 AUDIO_SUFFIXES: frozenset[str] = frozenset(
@@ -415,7 +415,7 @@ def resample_session(session: Session, rate_hz: int) -> Session:
 
 
 __all__ = [
-    "AUDIO_SUFFIXES", "AudioError", "IGNORED_NAMES", "InputError", "MIN_DURATION_S", "STEM_ALIASES",
+    "AUDIO_SUFFIXES", "IGNORED_NAMES", "InputError", "MIN_DURATION_S", "STEM_ALIASES",
     "IgnoredFile", "Session", "SessionFile", "canonical_stem", "classify_folder", "name_tokens",
     "open_mix_file", "open_session", "open_stem_folder", "parse_anchor", "parse_stem_overrides",
     "parse_stems_present", "resample_session", "stem_for_name",
