@@ -137,6 +137,8 @@ def test_stem_override_replaces_the_guess(tmp_path):
         "Kick.aiff": ("drums", "name"), "Guitar.ogg": ("vocals", "override"), "mixture.wav": ("bass", "override"),
     }
     assert set(session.audio) == {"bass", "drums", "vocals"}
+    # an overridden file is used, so it is no longer listed as ignored
+    assert sorted(f.path.name for f in session.ignored) == ["Bounces", "notes.txt"]
 
 
 def test_stem_overrides_without_a_folder(tmp_path):

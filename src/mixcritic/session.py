@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -289,9 +290,10 @@ def _sum_padded(arrays: list[np.ndarray], num_samples: int) -> np.ndarray:
 
 
 def load_stems(
-    assignments: list[tuple[Path, str, str]], rate_hz: int, progress=None
+    assignments: list[tuple[Path, str, str]], rate_hz: int, progress: Callable[[Path], None] | None = None
 ) -> tuple[dict[str, np.ndarray], list[SessionFile]]:
-    """Read every assigned file, sum per stem, pad to the longest. Returns ``(audio, files)``."""
+    """Read every assigned file, sum per stem, pad to the longest. Returns ``(audio, files)``;
+    ``progress(path)`` is called after each file."""
     per_stem: dict[str, list[np.ndarray]] = {}
     files: list[SessionFile] = []
     for path, stem, how in assignments:
@@ -333,7 +335,7 @@ def open_stem_folder(
     anchor_stem: str,
     overrides: dict[Path, str] | None = None,
     rate_hz: int = MODEL_SAMPLE_RATE_HZ,
-    progress=None,
+    progress: Callable[[Path], None] | None = None,
 ) -> Session:
     """Discover, read and sum the stems of a folder (and/or ``--stem`` overrides).
 
@@ -341,8 +343,10 @@ def open_stem_folder(
     session is under :data:`MIN_DURATION_S`; AudioError naming a file that cannot be read or
     holds NaN/Inf samples.
     """
+    overrides = overrides or {}
     used, ignored = classify_folder(folder) if folder is not None else ([], [])
-    assignments = _apply_overrides(used, overrides or {})
+    ignored = [f for f in ignored if f.path.resolve() not in overrides]
+    assignments = _apply_overrides(used, overrides)
     where = folder if folder is not None else "--stem"
     if not assignments:
         mixes = [f.path.name for f in ignored if f.reason.startswith("a full mix")]
@@ -383,7 +387,7 @@ def open_session(
     stem_options: list[str] | None = None,
     stems_present: str | None = None,
     rate_hz: int = MODEL_SAMPLE_RATE_HZ,
-    progress=None,
+    progress: Callable[[Path], None] | None = None,
 ) -> Session:
     """Open whatever the user pointed at: a folder of stems, a mixed file, or ``--stem`` files only."""
     anchor_stem = parse_anchor(anchor)

@@ -87,7 +87,8 @@ def critique(
     from mixcritic.critique import resolve_model_dir
     from mixcritic.session import open_session
 
-    session = open_session(input, anchor, stem, stems_present)
+    with ProgressBar("Reading audio", None) as advance:
+        session = open_session(input, anchor, stem, stems_present, progress=lambda path: advance(1))
     report_session(session)
     model_dir = resolve_model_dir(model)
     result = critique_with_model(session, model_dir, device, encoder, llm, batch_size, segment_s)
@@ -131,7 +132,7 @@ def critique_with_model(
 class ProgressBar:
     """A Rich progress bar on stderr as a context manager yielding ``advance(n)``."""
 
-    def __init__(self, label: str, total: int) -> None:
+    def __init__(self, label: str, total: int | None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from mixcritic.console import stderr
