@@ -62,6 +62,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=2.0, help="Length of the benchmark song.")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads.")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto, ...")
+    parser.add_argument("--encoder", default=None, help="Override the run's encoder location.")
+    parser.add_argument("--llm", default=None, help="Override the run's LLM location.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -81,14 +84,17 @@ def main() -> None:
             print(f"built a tiny run in {time.perf_counter() - start:.1f} s")
         song = write_song(work / "song", args.minutes, args.seed + 1)
         start = time.perf_counter()
-        critic = load_model(run, device="cpu")
+        critic = load_model(run, device=args.device, encoder=args.encoder, llm=args.llm)
         load_s = time.perf_counter() - start
         batched_s, batched = time_critique(song, critic, args.batch_size, args.repeats)
         single_s, single = time_critique(song, critic, 1, args.repeats)
         audio_s, _ = time_critique(song, NullCritic(critic.settings), args.batch_size, args.repeats)
     same = [r.text for r in batched] == [r.text for r in single]
     per_min = lambda s: s / args.minutes  # noqa: E731
-    print(f"\nsong: {args.minutes:g} min, {len(batched)} segments; torch threads {args.threads}; model load {load_s:.2f} s")
+    from mixcritic.critique import critic_device
+
+    print(f"\nsong: {args.minutes:g} min, {len(batched)} segments; device {critic_device(critic, args.device)}; "
+          f"torch threads {args.threads}; model load {load_s:.2f} s")
     print("| mode | s per minute of audio | x real time |")
     print("|---|---|---|")
     print(f"| batch {args.batch_size} | {per_min(batched_s):.2f} | {60 / per_min(batched_s):.1f} |")
