@@ -1,13 +1,14 @@
 """`mixcritic critique` end to end on a real tiny checkpoint (trained here in a few seconds).
 
-The checkpoint is random-init tiny MERT + Qwen2 trained for a few steps, so its answers are
-nonsense; these tests check the wiring, the output formats and determinism, not the advice.
+The checkpoint is random-init tiny MERT + Qwen2 trained for a few steps, so its advice is
+meaningless; these tests check the wiring, the output formats and determinism, not the advice.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import jsonschema
@@ -15,7 +16,6 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from critique_helpers import train_tiny_checkpoint
 from mixcritic.cli import app
 from mixcritic.critique import json_schema
 from mixcritic.toy import TOY_RATE_HZ, make_toy_song
@@ -26,15 +26,25 @@ SESSION_NAMES = {"bass": "Bass Guitar.wav", "drums": "Drum Kit.wav", "other": "K
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """A real tiny run; the tiny base models are built in a temporary cache."""
+    """A real tiny run (toy stems -> synth -> train --preset tiny, 4 steps), built once for this
+    module. The tiny base models go to a cache shared by this test session (see tiny_cache_dir)."""
     import torch
 
+    from mixcritic.demo import train_tiny_run
+
     torch.set_num_threads(1)
-    cache = tmp_path_factory.mktemp("cache")
+    with tiny_cache_dir(tmp_path_factory):
+        yield train_tiny_run(tmp_path_factory.mktemp("work"), seed=2, tracks=3, seconds=20.0, log=lambda m: None, train_steps=4)
+
+
+@contextmanager
+def tiny_cache_dir(tmp_path_factory):
+    """Point MIXCRITIC_CACHE_DIR at one folder per test session, so the tiny base models (about
+    30 s to build on 2 cores) are built once for the critique and demo tests."""
     previous = os.environ.get("MIXCRITIC_CACHE_DIR")
-    os.environ["MIXCRITIC_CACHE_DIR"] = str(cache)
+    os.environ["MIXCRITIC_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "mixcritic-tiny-cache")
     try:
-        yield train_tiny_checkpoint(tmp_path_factory.mktemp("run"), max_steps=4, n_train=8)
+        yield
     finally:
         if previous is None:
             os.environ.pop("MIXCRITIC_CACHE_DIR", None)

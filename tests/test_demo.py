@@ -6,6 +6,8 @@ slow for the suite; here every stage runs for real except that training stops af
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -49,13 +51,24 @@ def test_demo_config_is_validated(tmp_path):
         demo.flaw_category(15.0)
 
 
-def test_demo_command_end_to_end_with_two_training_steps(tmp_path, monkeypatch):
+def test_demo_keeps_the_tiny_base_models_in_its_work_dir_unless_told(tmp_path, monkeypatch):
+    monkeypatch.delenv("MIXCRITIC_CACHE_DIR", raising=False)
+    with demo._cache_in(tmp_path / "cache"):
+        assert os.environ["MIXCRITIC_CACHE_DIR"] == str(tmp_path / "cache")
+    assert "MIXCRITIC_CACHE_DIR" not in os.environ
+    monkeypatch.setenv("MIXCRITIC_CACHE_DIR", "/elsewhere")
+    with demo._cache_in(tmp_path / "cache"):
+        assert os.environ["MIXCRITIC_CACHE_DIR"] == "/elsewhere"
+
+
+def test_demo_command_end_to_end_with_two_training_steps(tmp_path, tmp_path_factory, monkeypatch):
     import torch
 
     torch.set_num_threads(1)
     real_train = demo._train
     monkeypatch.setattr(demo, "_train", lambda data, out, seed, steps=None: real_train(data, out, seed, 2))
-    monkeypatch.delenv("MIXCRITIC_CACHE_DIR", raising=False)
+    # share the tiny base models with tests/test_critique_e2e.py (built once per test session)
+    monkeypatch.setenv("MIXCRITIC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "mixcritic-tiny-cache"))
     result = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path / "work"), "--seed", "1"])
     assert result.exit_code == 0, result.output
     out, err = result.stdout, result.stderr
@@ -68,4 +81,3 @@ def test_demo_command_end_to_end_with_two_training_steps(tmp_path, monkeypatch):
     assert "bass    <- Bass Guitar.wav (name)" in err
     work = tmp_path / "work"
     assert (work / "run" / "model" / "COMPLETE").is_file() and (work / "data" / "dataset.json").is_file()
-    assert (work / "cache").is_dir()  # the tiny base models stay inside the work dir
