@@ -75,9 +75,35 @@ def test_demo_command_end_to_end_with_two_training_steps(tmp_path, tmp_path_fact
     assert "Injected  bass +9 dB (very loud) against drums" in out
     assert "Expected  bass: reduce 6-12 dB" in out
     assert "Model said " in out and "wiring demo, not a trained critic" in out
+    assert "Agreement  yes" in out or "Agreement  no" in out
     assert "0:00.0–0:10.0" in out and "0:14.0–0:24.0" in out
     for stage in ("[1/5] toy stems", "[2/5] flawed session", "[3/5] synth", "[4/5] train", "[5/5] critique"):
         assert stage in err
     assert "bass    <- Bass Guitar.wav (name)" in err
     work = tmp_path / "work"
     assert (work / "run" / "model" / "COMPLETE").is_file() and (work / "data" / "dataset.json").is_file()
+
+
+def _report(*verdicts):
+    from mixcritic.critique import SegmentResult, summarise
+    from mixcritic.labels import Label
+
+    class Report:
+        pass
+
+    report = Report()
+    results = []
+    for i, (verdict, stem, category) in enumerate(verdicts):
+        label = Label.for_flaw(category, stem) if category else None
+        results.append(SegmentResult(i, 10.0 * i, 10.0 * i + 10, verdict, stem, category,
+                                     label.correction_db if label else None, "x"))
+    report.summary = summarise(results)
+    return report
+
+
+def test_model_agrees_needs_stem_direction_and_range_in_most_segments():
+    loud = ("too_loud", "bass", "very_loud")
+    assert demo.model_agrees(_report(loud, loud, ("balanced", None, "no_error")), "bass", "very_loud")
+    assert not demo.model_agrees(_report(loud, ("balanced", None, "no_error"), ("unparsed", None, None)), "bass", "very_loud")
+    assert not demo.model_agrees(_report(("too_loud", "drums", "very_loud")), "bass", "very_loud")
+    assert not demo.model_agrees(_report(("too_loud", "bass", "loud")), "bass", "very_loud")

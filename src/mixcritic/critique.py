@@ -292,9 +292,11 @@ class WindowLoudness:
 
         self.rate_hz = session.rate_hz
         self.names = STEMS if session.mode == "stems" else ("mix",)
-        silence = np.zeros(session.num_samples, dtype=np.float32)
-        stacked = np.stack([session.audio.get(name, silence) for name in self.names])
-        self.weighted = scipy.signal.sosfilt(kweighting_sos(self.rate_hz), stacked, axis=-1).astype(np.float32)
+        sos = kweighting_sos(self.rate_hz)
+        self.weighted = np.zeros((len(self.names), session.num_samples), dtype=np.float32)
+        for row, name in enumerate(self.names):  # one stem at a time keeps the float64 peak small
+            if name in session.audio:
+                self.weighted[row] = scipy.signal.sosfilt(sos, session.audio[name])
 
     def gram(self, start: int, stop: int) -> np.ndarray:
         """``(hops, n, n)`` float64 K-weighted cross-energies of ``[start, stop)`` (partial last hop dropped)."""

@@ -203,6 +203,20 @@ def model_verdict(report, stem: str) -> str:
     return "nothing: no segment could be judged"
 
 
+def model_agrees(report, stem: str, category: str) -> bool:
+    """True when the model's most frequent consensus names ``stem`` with ``category``'s direction
+    and correction range in a majority of the judged segments."""
+    from mixcritic.labels import direction_of
+
+    stems = report.summary.stems
+    if not stems:
+        return category == "no_error" and report.summary.balanced * 2 > report.summary.judged
+    top = stems[0]
+    direction = direction_of(category)
+    wanted = {"decrease": "too_loud", "increase": "too_quiet"}.get(direction or "", "")
+    return top.stem == stem and top.verdict == wanted and top.category == category and top.segments * 2 > top.of_segments
+
+
 def _words(correction_db: tuple[int, int]) -> str:
     from mixcritic.critique import correction_words
 

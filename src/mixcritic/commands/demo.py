@@ -28,7 +28,7 @@ def demo(workdir: WorkdirOption = None, seed: SeedOption = 0) -> None:
 
     from mixcritic.commands.critique import print_report
     from mixcritic.console import info, stdout
-    from mixcritic.demo import DISCLAIMER, DemoConfig, model_verdict, run_demo
+    from mixcritic.demo import DISCLAIMER, DemoConfig, flaw_category, model_agrees, model_verdict, run_demo
 
     folder = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="mixcritic-demo-"))
     info(f"mixcritic demo in {folder}")
@@ -39,6 +39,8 @@ def demo(workdir: WorkdirOption = None, seed: SeedOption = 0) -> None:
     stdout.print(Text("Injected  ", style="bold") + Text(result.injected), soft_wrap=True)
     stdout.print(Text("Expected  ", style="bold") + Text(result.expected), soft_wrap=True)
     stdout.print(Text("Model said", style="bold") + Text(f" {said}"), soft_wrap=True)
+    agrees = model_agrees(result.report, result.config.flaw_stem, flaw_category(result.config.flaw_gain_db))
+    stdout.print(Text("Agreement ", style="bold") + Text("yes" if agrees else "no", style="green" if agrees else "red"), soft_wrap=True)
     stdout.print(Text(DISCLAIMER, style="yellow"), soft_wrap=True)
     total_s = sum(result.stage_s.values())
     info(f"Demo finished in {total_s:.0f} s. Everything is in {folder}; critique it again with:")
