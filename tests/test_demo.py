@@ -75,7 +75,7 @@ def test_demo_command_end_to_end_with_two_training_steps(tmp_path, tmp_path_fact
     assert "Injected  bass +9 dB (very loud) against drums" in out
     assert "Expected  bass: reduce 6-12 dB" in out
     assert "Model said " in out and "wiring demo, not a trained critic" in out
-    assert "Agreement  yes" in out or "Agreement  no" in out
+    assert "Agreement yes" in out or "Agreement no" in out
     assert "0:00.0–0:10.0" in out and "0:14.0–0:24.0" in out
     for stage in ("[1/5] toy stems", "[2/5] flawed session", "[3/5] synth", "[4/5] train", "[5/5] critique"):
         assert stage in err
