@@ -192,6 +192,13 @@ def test_summary_consensus_per_stem():
     )
 
 
+def test_summary_flags_advice_about_the_anchor():
+    summary = summarise([r(0, "too_loud", "drums", "loud"), r(1, "balanced", category="no_error")], "drums")
+    assert summary.lines[-1] == ("note: 1 answer(s) name the anchor (drums), whose level is taken as right; "
+                                 "the model was never trained to do that, so do not trust them")
+    assert not any(line.startswith("note") for line in summarise([r(0, "too_loud", "bass", "loud")], "drums").lines)
+
+
 def test_summary_tie_goes_to_the_milder_correction():
     summary = summarise([r(0, "too_loud", "bass", "very_loud"), r(1, "too_loud", "bass", "loud")])
     assert summary.stems[0].category == "loud" and summary.stems[0].correction_db == (-6, -3)

@@ -170,6 +170,7 @@ class StemConsensus:
     """How often one stem was judged off in one direction, and the typical correction."""
 
     stem: str
+    """The stem the model named."""
     verdict: str
     """``too_loud`` or ``too_quiet``."""
     segments: int
@@ -189,14 +190,21 @@ class Summary:
     """Counts over all windows and the per-stem consensus."""
 
     segments: int
+    """All windows."""
     judged: int
     """Windows sent to the model."""
     balanced: int
+    """Windows the model called balanced."""
     silent: int
+    """Windows skipped: mix below the gate."""
     anchor_inactive: int
+    """Windows skipped: the anchor stem is not playing."""
     no_target: int
+    """Windows skipped: no other bass/drums/vocals stem is playing."""
     unparsed: int
+    """Windows whose answer could not be parsed."""
     stems: tuple[StemConsensus, ...]
+    """Consensus per (stem, direction), most frequent first."""
     lines: tuple[str, ...]
     """Human-readable summary, one sentence per line."""
 
@@ -220,8 +228,9 @@ def _consensus(stem: str, verdict: str, results: list[SegmentResult], judged: in
     return StemConsensus(stem, verdict, len(results), judged, category, correction, text)
 
 
-def summarise(results: list[SegmentResult]) -> Summary:
-    """Counts per verdict and the consensus per (stem, direction), most frequent first."""
+def summarise(results: list[SegmentResult], anchor_stem: str | None = None) -> Summary:
+    """Counts per verdict and the consensus per (stem, direction), most frequent first. With
+    ``anchor_stem``, advice about the anchor itself is flagged as unreliable."""
     count = Counter(r.verdict for r in results)
     judged = sum(count[v] for v in ("balanced", "too_loud", "too_quiet", "unparsed"))
     groups: dict[tuple[str, str], list[SegmentResult]] = {}
@@ -238,7 +247,13 @@ def summarise(results: list[SegmentResult]) -> Summary:
     if judged:
         lines.append(f"balanced in {count['balanced']} of {judged} segments")
     else:
-        lines.append("no segment could be judged (every segment is silent or its anchor is not playing)")
+        lines.append("no segment could be judged (each was silent, lacked the anchor or had nothing to compare)")
+    on_anchor = sum(c.segments for c in stems if c.stem == anchor_stem)
+    if on_anchor:
+        lines.append(
+            f"note: {on_anchor} answer(s) name the anchor ({anchor_stem}), whose level is taken as right; "
+            "the model was never trained to do that, so do not trust them"
+        )
     if count["silent"]:
         lines.append(f"{count['silent']} silent segment(s) skipped")
     if count["anchor_inactive"]:
@@ -485,7 +500,7 @@ class CritiqueReport:
     summary: Summary = field(init=False)
 
     def __post_init__(self) -> None:
-        self.summary = summarise(self.segments)
+        self.summary = summarise(self.segments, self.session.anchor_stem)
 
     def to_json(self) -> dict:
         """The document ``--json`` prints; validated by ``schemas/critique.schema.json``."""
