@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 InputArgument = Annotated[
     Optional[Path],
     typer.Argument(
+        metavar="STEMS_DIR|MIX_FILE",
         help="A folder of stems (bass/drums/vocals/... found by file name) or one mixed audio file.",
         show_default=False,
     ),
@@ -58,7 +59,7 @@ _VERDICT_STYLE = {
 
 
 def critique(
-    input: InputArgument = None,
+    source: InputArgument = None,
     anchor: AnchorOption = None,
     stem: StemOption = None,
     stems_present: StemsPresentOption = None,
@@ -88,7 +89,7 @@ def critique(
     from mixcritic.session import open_session
 
     with ProgressBar("Reading audio", None) as advance:
-        session = open_session(input, anchor, stem, stems_present, progress=lambda path: advance(1))
+        session = open_session(source, anchor, stem, stems_present, progress=lambda path: advance(1))
     report_session(session)
     model_dir = resolve_model_dir(model)
     result = critique_with_model(session, model_dir, device, encoder, llm, batch_size, segment_s)
