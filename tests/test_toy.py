@@ -221,6 +221,11 @@ def test_tree_refuses_other_options_and_foreign_folders(tmp_path):
         write_toy_tree(tmp_path / "music", tracks=2, seconds=1.0, seed=0)
     with pytest.raises(DatasetError, match="--seconds"):
         write_toy_tree(tmp_path / "new", tracks=2, seconds=0.5, seed=0)
+    with pytest.raises(DatasetError, match="--seconds"):
+        write_toy_tree(tmp_path / "new", tracks=2, seconds=601.0, seed=0)
+    with pytest.raises(DatasetError, match="--test-fraction"):
+        write_toy_tree(tmp_path / "new", tracks=2, seconds=1.0, seed=0, test_fraction=1.0)
+    assert not (tmp_path / "new").exists()
 
 
 runner = CliRunner()

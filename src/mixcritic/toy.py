@@ -35,6 +35,10 @@ TOY_VERSION = "1"
 TOY_RATE_HZ = 44_100
 """Sample rate of the written stems (MUSDB18-HQ's)."""
 
+MIN_SECONDS = 1.0
+MAX_SECONDS = 600.0
+"""Song length limits of a toy tree; a song needs about 4.5 MB of memory per second while it is made."""
+
 TREE_INFO_NAME = "toy.json"
 """File at the root of a toy tree recording the options it was written with (for resume)."""
 
@@ -191,8 +195,8 @@ def claim_toy_tree(out_dir: str | Path, tracks: int, seconds: float, seed: int, 
     """
     if tracks < 1:
         raise DatasetError(f"--tracks must be at least 1, got {tracks}")
-    if not seconds >= 1.0 or not np.isfinite(seconds):
-        raise DatasetError(f"--seconds must be at least 1 s, got {seconds}")
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
+        raise DatasetError(f"--seconds must be between {MIN_SECONDS:g} and {MAX_SECONDS:g} s, got {seconds}")
     if not 0.0 <= test_fraction < 1.0:
         raise DatasetError(f"--test-fraction must be in [0, 1), got {test_fraction}")
     out_dir = Path(out_dir)
@@ -361,8 +365,8 @@ def _pan(mono: np.ndarray, position: float) -> np.ndarray:
     return out
 
 
-def _one_pole_highpass(x: np.ndarray) -> np.ndarray:
-    """A crude high-pass (first difference), enough to make noise hiss like a hi-hat."""
+def _first_difference(x: np.ndarray) -> np.ndarray:
+    """A crude high-pass: ``x[n] - x[n-1]`` (+6 dB/octave tilt), enough to make noise hiss."""
     out = np.empty_like(x)
     out[0] = x[0]
     out[1:] = x[1:] - x[:-1]
@@ -374,7 +378,7 @@ def _one_pole_highpass(x: np.ndarray) -> np.ndarray:
 
 
 def _render_drums(rng: np.random.Generator, song: _Song, t_s: np.ndarray, rate_hz: int) -> np.ndarray:
-    """Kick (pitch-swept sine), snare (tone + noise) and hats (high-passed noise), stereo."""
+    """Kick (pitch-swept sine), snare (tone + noise) and hats (high-passed noise), stereo float32."""
     sixteenth_s = song.beat_s / 4
     steps = song.bars * 16
     step = np.arange(steps)
@@ -422,7 +426,7 @@ def _drum_voice(
 
 
 def _kick_hit(dt_s: np.ndarray) -> np.ndarray:
-    """A kick: sine swept from 150 Hz down to 50 Hz, 0.3 s decay."""
+    """A kick: sine swept from 150 Hz down to 50 Hz (30 ms), decaying with a 0.12 s time constant."""
     dt = np.maximum(dt_s, 0.0)
     f_end, f_start, sweep_s = 50.0, 150.0, 0.03
     phase = _TWO_PI * (f_end * dt + (f_start - f_end) * sweep_s * (1.0 - np.exp(-dt / sweep_s)))
@@ -430,7 +434,7 @@ def _kick_hit(dt_s: np.ndarray) -> np.ndarray:
 
 
 def _snare_hit(rng: np.random.Generator, samples: int) -> Callable[[np.ndarray], np.ndarray]:
-    noise = _one_pole_highpass(_noise(rng, samples)) * np.float32(0.6)
+    noise = _first_difference(_noise(rng, samples)) * np.float32(0.6)
 
     def hit(dt_s: np.ndarray) -> np.ndarray:
         dt = np.maximum(dt_s, 0.0)
@@ -441,7 +445,7 @@ def _snare_hit(rng: np.random.Generator, samples: int) -> Callable[[np.ndarray],
 
 
 def _hat_hit(rng: np.random.Generator, samples: int) -> Callable[[np.ndarray], np.ndarray]:
-    noise = _one_pole_highpass(_one_pole_highpass(_noise(rng, samples))) * np.float32(0.8)
+    noise = _first_difference(_first_difference(_noise(rng, samples))) * np.float32(0.8)
 
     def hit(dt_s: np.ndarray) -> np.ndarray:
         dt = np.maximum(dt_s, 0.0)
@@ -567,7 +571,7 @@ def _render_vocals(rng: np.random.Generator, song: _Song, t_s: np.ndarray, rate_
     gains[partial_hz > 0.45 * rate_hz] = 0.0
     gains_by_harmonic = np.ascontiguousarray(gains.T, dtype=np.float32)  # (harmonics, notes)
     gain_steps = gains_by_harmonic[:, previous] - gains_by_harmonic
-    breath = _one_pole_highpass(_noise(rng, t_s.shape[0])) * np.float32(0.035)
+    breath = _first_difference(_noise(rng, t_s.shape[0])) * np.float32(0.035)
 
     sounding = env > 0  # synthesise only where the singer sings
     note, phase, carry = idx[sounding], phase[sounding], carry[sounding]
