@@ -107,26 +107,32 @@ def main() -> None:
     results: dict = {"load_average": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(), "tracks": args.tracks, "seconds_per_track": args.seconds, "audio_s": audio_s, "stem_files": len(files), "synth": []}
     data_dir = None
     for workers in args.workers:
-        floors, synths = [], []
+        floors, synths, floor_cpus, synth_cpus = [], [], [], []
         for attempt in range(args.repeat):
+            cpu = time.process_time()
             floors.append(read_floor_s(files, workers))
+            floor_cpus.append(time.process_time() - cpu)
             data_dir = scratch / f"data-w{workers}-{attempt}"
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             synthesize(tree, data_dir, SynthConfig(), workers=workers, show_progress=False)
             synths.append(time.perf_counter() - started)
+            synth_cpus.append(time.process_time() - cpu)
             if attempt + 1 < args.repeat:
                 shutil.rmtree(data_dir)
         floor_s, synth_s = min(floors), min(synths)
-        results["synth"].append(
-            {
-                "workers": workers,
-                "read_floor_s": round(floor_s, 3),
-                "synth_s": round(synth_s, 3),
-                "audio_s_per_s": round(audio_s / synth_s, 1),
-                "read_audio_s_per_s": round(audio_s / floor_s, 1),
-                "ratio_to_floor": round(synth_s / floor_s, 2),
-            }
-        )
+        row = {
+            "workers": workers,
+            "read_floor_s": round(floor_s, 3),
+            "synth_s": round(synth_s, 3),
+            "audio_s_per_s": round(audio_s / synth_s, 1),
+            "read_audio_s_per_s": round(audio_s / floor_s, 1),
+            "ratio_to_floor": round(synth_s / floor_s, 2),
+        }
+        if workers == 1:  # worker processes' CPU time is not visible to this process
+            row["read_floor_cpu_s"] = round(min(floor_cpus), 3)
+            row["synth_cpu_s"] = round(min(synth_cpus), 3)
+            row["cpu_ratio_to_floor"] = round(min(synth_cpus) / min(floor_cpus), 2)
+        results["synth"].append(row)
 
     dataset = open_dataset(data_dir)
     records = [r for split in ("train", "valid", "test") for r in dataset.records(split)]
@@ -154,6 +160,7 @@ def main() -> None:
         print(
             f"workers {row['workers']}: read floor {row['read_floor_s']:.2f} s ({row['read_audio_s_per_s']:g} audio-s/s), "
             f"synth {row['synth_s']:.2f} s ({row['audio_s_per_s']:g} audio-s/s) = {row['ratio_to_floor']:.2f}x the floor"
+            + (f"; CPU time {row['synth_cpu_s']:.2f} s vs {row['read_floor_cpu_s']:.2f} s = {row['cpu_ratio_to_floor']:.2f}x" if "synth_cpu_s" in row else "")
         )
     render = results["render"]
     print(

@@ -168,7 +168,10 @@ def test_draw_n_per_chunk_keeps_categories_balanced():
 
 def test_samples_per_chunk_n(tree, tmp_path):
     out = tmp_path / "data"
-    assert run_synth(tree, out, "--samples-per-chunk", "3").exit_code == 0
+    result = run_synth(tree, out, "--samples-per-chunk", "3", "--json")
+    assert result.exit_code == 0
+    summary = json.loads(result.stdout)  # --json: only JSON on stdout
+    assert summary["options"]["samples_per_chunk"] == 3 and summary["totals"]["samples"] == 30
     rows = all_records(out)
     assert len(rows) == 10 * 3
     counts = [sum(r["category"] == c for r in rows) for c in labels.CATEGORIES]
@@ -537,7 +540,9 @@ def test_synth_and_render_on_real_music(tmp_path):
         stems = np.asarray(dataset.stems(record["track_key"])[:, start : start + 120_000])
         weights = least_squares_weights(dataset.render(record), stems)
         target, anchor = labels.STEMS.index(record["target_stem"]), labels.STEMS.index(record["anchor_stem"])
-        assert 20 * np.log10(weights[target] / weights[anchor]) == pytest.approx(record["gain_db"], abs=0.1)
+        estimate_db = 20 * np.log10(weights[target] / weights[anchor])
+        assert estimate_db == pytest.approx(record["gain_db"], abs=0.1)
+        assert estimate_db == pytest.approx(record["gain_db"], abs=1e-3)  # in fact exact
     wav = tmp_path / "real.wav"
     result = runner.invoke(app, ["render", str(out), rows[0]["id"], "--out", str(wav)])
     assert result.exit_code == 0, result.output
@@ -589,3 +594,47 @@ def test_render_off_the_hop_grid_measures_the_mix_itself(built):
     mix = dataset.render(record)
     assert mix.shape == (round(1.23 * 24_000),)
     assert audio.loudness_lufs(mix, 24_000) == pytest.approx(-23.0, abs=0.01)
+
+
+def test_no_usable_track_is_an_error_not_an_empty_dataset(tmp_path):
+    source = tmp_path / "src"
+    folder = write_track(source, "train", "Only", make_stems(1))
+    (folder / "vocals.wav").unlink()
+    result = run_synth(source, tmp_path / "data")
+    assert result.exit_code == 1
+    assert "no samples: 1 of 1 tracks are broken" in result.stderr
+    assert not (tmp_path / "data" / "dataset.json").exists()
+
+
+def test_names_with_brackets_are_printed_verbatim(tmp_path):
+    source = tmp_path / "src [v2]"
+    write_track(source, "train", "Song [Live]", make_stems(1))
+    folder = write_track(source, "train", "Other [Demo]", make_stems(2))
+    (folder / "bass.wav").unlink()
+    out = tmp_path / "data [x]"
+    result = run_synth(source, out)
+    assert result.exit_code == 0, result.output
+    assert "skipping track 'Other [Demo]'" in result.stderr and "Other [Demo]/bass.wav" in result.stderr
+    assert f"{out}: samples" in result.stdout
+
+
+def _render_in_child(dataset, record, queue) -> None:
+    peak = float(np.abs(dataset.render(record)).max())
+    queue.put((peak, dataset._pid == os.getpid(), len(dataset._stems)))
+
+
+def test_dataset_renders_the_same_in_forked_and_spawned_workers(built):
+    """Like DataLoader workers: fork inherits the object (maps are re-opened), spawn pickles it."""
+    import multiprocessing
+
+    dataset = open_dataset(built)
+    record = dataset.records("test")[5]
+    expected = float(np.abs(dataset.render(record)).max())  # maps opened before the workers start
+    for method in ("fork", "spawn"):
+        context = multiprocessing.get_context(method)
+        queue = context.Queue()
+        child = context.Process(target=_render_in_child, args=(dataset, record, queue))
+        child.start()
+        result = queue.get(timeout=60)
+        child.join(timeout=60)
+        assert result == (expected, True, 1), method

@@ -165,10 +165,10 @@ class Dataset:
 
         stems, start, gains = self._segment(record)
         if not normalize:
-            return gains.astype(np.float32) @ stems
+            return _mix(stems, gains)
         loudness = self._cached_loudness_lufs(record["track_key"], start, stems.shape[1], gains)
         if loudness is None:  # not on the 100 ms hop grid: measure the mix itself
-            mix = gains.astype(np.float32) @ stems
+            mix = _mix(stems, gains)
             loudness = loudness_lufs(mix, self.sample_rate_hz, name=f"sample {record.get('id')!r}")
         else:  # fold the normalising gain into the stem gains: one pass over the audio
             mix = None
@@ -176,7 +176,7 @@ class Dataset:
             raise SilentAudioError(f"sample {record.get('id')!r}: the rendered mix is silent, so it cannot be normalised")
         scale = db_to_amplitude(self.target_lufs - loudness)
         if mix is None:
-            return (gains * scale).astype(np.float32) @ stems
+            return _mix(stems, gains * scale)
         mix *= np.float32(scale)
         return mix
 
@@ -224,7 +224,7 @@ class Dataset:
 
         try:
             track_key = record["track_key"]
-            target = record["target_stem"]
+            target = labels.STEMS.index(record["target_stem"])
             gain_db = float(record["gain_db"])
             start = round(float(record["start_s"]) * self.sample_rate_hz)
             length = round(float(record["duration_s"]) * self.sample_rate_hz)
@@ -237,7 +237,7 @@ class Dataset:
                 f"{stems_cache_path(self.root, track_key)}; the cache does not belong to this manifest"
             )
         gains = np.ones(len(labels.STEMS), dtype=np.float64)
-        gains[labels.STEMS.index(target)] = db_to_amplitude(gain_db)
+        gains[target] = db_to_amplitude(gain_db)
         return stems[:, start : start + length], start, gains
 
     def _cached_loudness_lufs(self, track_key: str, start: int, length: int, gains: np.ndarray) -> float | None:
@@ -251,6 +251,15 @@ class Dataset:
         if gram.shape[0] != length // hop:
             return None
         return stemloudness.integrated_loudness_lufs(stemloudness.hop_energy(gram, gains), self.sample_rate_hz)
+
+
+def _mix(stems: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """``sum_i gains[i] * stems[i]``: ``(n, samples)`` float32 -> ``(samples,)`` float32.
+
+    einsum runs single-threaded in numpy itself: a multi-threaded BLAS gemv here is no faster and
+    stalls badly when other processes (DataLoader workers, training) hold the cores.
+    """
+    return np.einsum("i,ij->j", gains.astype(np.float32), stems)
 
 
 def write_sample_wav(dataset: Dataset, record: dict, path: str | Path, normalize: bool = True) -> dict:
