@@ -1,10 +1,223 @@
-"""`mixcritic critique` (not implemented yet)."""
+"""`mixcritic critique`: per-segment gain advice on a folder of stems or a mixed file."""
 
 from __future__ import annotations
 
-from mixcritic.errors import MixcriticError
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from mixcritic.options import DeviceOption, JsonOption
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mixcritic.critique import CritiqueReport
+    from mixcritic.session import Session
+
+InputArgument = Annotated[
+    Optional[Path],
+    typer.Argument(
+        metavar="STEMS_DIR|MIX_FILE",
+        help="A folder of stems (bass/drums/vocals/... found by file name) or one mixed audio file.",
+        show_default=False,
+    ),
+]
+AnchorOption = Annotated[
+    Optional[str],
+    typer.Option("--anchor", "-a", help="The stem whose level is right: bass, drums or vocals (aliases like vox work).", show_default=False),
+]
+StemOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--stem", metavar="NAME=PATH",
+        help="Assign a file to a stem, overriding the name guess (repeatable; several files for one stem are summed).",
+        show_default=False,
+    ),
+]
+StemsPresentOption = Annotated[
+    Optional[str],
+    typer.Option("--stems-present", help="Mixed-file mode: stems in the mix, comma-separated \\[default: bass,drums,other,vocals].", show_default=False),
+]
+ModelOption = Annotated[
+    Optional[Path],
+    typer.Option("--model", help="Run folder written by `mixcritic train` \\[default: $MIXCRITIC_MODEL, else <user data dir>/model].", show_default=False),
+]
+EncoderOption = Annotated[Optional[str], typer.Option("--encoder", help="Local folder (or hub id) of the audio encoder, overriding the checkpoint's.", show_default=False)]
+LlmOption = Annotated[Optional[str], typer.Option("--llm", help="Local folder (or hub id) of the base LLM, overriding the checkpoint's.", show_default=False)]
+BatchOption = Annotated[int, typer.Option("--batch-size", min=1, help="Segments generated together.")]
+SegmentOverride = Annotated[
+    Optional[float],
+    typer.Option("--segment-s", min=1.0, help="Segment length in seconds \\[default: the checkpoint's, 10 s in training].", show_default=False),
+]
+
+_VERDICT_STYLE = {
+    "very_loud": "bold red", "very_quiet": "bold red", "loud": "yellow", "quiet": "yellow",
+    "balanced": "green", "silent": "dim", "anchor_inactive": "dim", "no_target": "dim", "unparsed": "magenta",
+}
 
 
-def critique() -> None:
-    """Not implemented yet."""
-    raise MixcriticError("'critique' is not implemented yet.")
+def critique(
+    source: InputArgument = None,
+    anchor: AnchorOption = None,
+    stem: StemOption = None,
+    stems_present: StemsPresentOption = None,
+    model: ModelOption = None,
+    encoder: EncoderOption = None,
+    llm: LlmOption = None,
+    device: DeviceOption = "auto",
+    batch_size: BatchOption = 8,
+    segment_s: SegmentOverride = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Say, per segment, which stem is out of balance against the anchor and by how many dB.
+
+    Stems are found by file name (vox, lead vocal -> vocals; kit, kick -> drums; bass guitar, sub
+    -> bass; anything else -> other). Progress and warnings go to stderr.
+
+    Examples:
+
+    mixcritic critique ./stems --anchor drums
+
+    mixcritic critique song.wav --anchor vocals --stems-present bass,drums,vocals
+
+    mixcritic critique ./stems --anchor vocals --stem bass=DI/Bass.wav --json > advice.json
+    """
+    from mixcritic.console import info
+    from mixcritic.critique import resolve_model_dir
+    from mixcritic.session import open_session
+
+    with ProgressBar("Reading audio", None) as advance:
+        session = open_session(source, anchor, stem, stems_present, progress=lambda path: advance(1))
+    report_session(session)
+    model_dir = resolve_model_dir(model)
+    result = critique_with_model(session, model_dir, device, encoder, llm, batch_size, segment_s)
+    if json_output:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        from mixcritic.console import stdout
+
+        print_report(result, stdout)
+    info(f"Done: {len(result.segments)} segment(s).")
+
+
+def critique_with_model(
+    session: "Session", model_dir: Path, device: str, encoder: str | None, llm: str | None,
+    batch_size: int, segment_s: float | None,
+) -> "CritiqueReport":
+    """Load the critic, warn about setting mismatches, run every segment with a progress bar."""
+    from mixcritic.console import info, warn
+    from mixcritic.critique import (
+        CritiqueConfig, check_template_version, critic_device, load_model, num_segments, run_critique,
+    )
+
+    info(f"Loading the model from {model_dir} ...")
+    critic = load_model(model_dir, device, encoder, llm)
+    config = CritiqueConfig.from_settings(critic.settings, segment_s, batch_size)
+    trained_s = critic.settings.get("segment_s")
+    if segment_s is not None and trained_s is not None and abs(segment_s - float(trained_s)) > 1e-9:
+        warn(f"--segment-s {segment_s:g} differs from the {float(trained_s):g} s segments the model was trained on")
+    mismatch = check_template_version(critic.settings)
+    if mismatch:
+        warn(mismatch)
+    if session.duration_s < config.segment_s:
+        warn(
+            f"the song is {session.duration_s:.2f} s, shorter than one {config.segment_s:g} s segment; "
+            "it is padded with silence to the segment length"
+        )
+    with ProgressBar("Critiquing segments", num_segments(session, config)) as advance:
+        return run_critique(session, critic, config, model_dir, critic_device(critic, device), advance)
+
+
+class ProgressBar:
+    """A Rich progress bar on stderr as a context manager yielding ``advance(n)``."""
+
+    def __init__(self, label: str, total: int | None) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from mixcritic.console import stderr
+
+        self._bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=stderr, transient=True)
+        self._task = self._bar.add_task(label, total=total)
+
+    def __enter__(self):
+        self._bar.start()
+        return lambda n: self._bar.advance(self._task, n)
+
+    def __exit__(self, *exc) -> None:
+        self._bar.stop()
+
+
+def report_session(session: "Session") -> None:
+    """Warnings and notes about how the input was read, on stderr."""
+    from mixcritic.console import info, warn
+
+    if session.mode == "mix":
+        f = session.files[0]
+        info(f"Mixed file {f.path.name}: {f.duration_s:.2f} s, {f.rate_hz} Hz, {f.channels} ch; "
+             f"stems present: {', '.join(session.stems_present)}; anchor: {session.anchor_stem}")
+        return
+    for stem in session.audio:
+        names = [f.path.name for f in session.files if f.stem == stem]
+        note = " (summed)" if len(names) > 1 else ""
+        info(f"{stem:<7} <- {', '.join(names)}{note}")
+    for f in session.files:
+        if f.how.startswith("ambiguous"):
+            warn(f"{f.path.name}: name is {f.how}; summed into other — use --stem NAME={f.path.name} to assign it")
+        if f.padded_s:
+            warn(f"{f.path.name} is {f.padded_s:.3f} s shorter than the longest stem; padded with silence at the end")
+    for f in session.ignored:
+        info(f"ignored {f.path.name}: {f.reason}")
+    info(f"anchor: {session.anchor_stem}; length {session.duration_s:.2f} s")
+
+
+def _time(seconds: float) -> str:
+    minutes, rest = divmod(seconds, 60.0)
+    return f"{int(minutes)}:{rest:04.1f}"
+
+
+def verdict_label(result) -> tuple[str, str]:
+    """Text and Rich style of a segment's verdict column."""
+    if result.verdict in ("too_loud", "too_quiet"):
+        words = {"loud": "too loud", "very_loud": "much too loud", "quiet": "too quiet", "very_quiet": "much too quiet"}
+        return f"{result.stem} {words[result.category]}", _VERDICT_STYLE[result.category]
+    words = {
+        "balanced": "balanced", "silent": "silent (skipped)", "anchor_inactive": "no anchor (skipped)",
+        "no_target": "nothing to compare (skipped)", "unparsed": "not understood",
+    }
+    return words[result.verdict], _VERDICT_STYLE[result.verdict]
+
+
+def correction_label(result) -> str:
+    """Text of a segment's correction column."""
+    from mixcritic.critique import correction_words
+
+    if result.correction_db:
+        return correction_words(result.correction_db)
+    return "none" if result.verdict == "balanced" else "—"
+
+
+def print_report(report: "CritiqueReport", console: "Console") -> None:
+    """The per-segment table, then the summary and any raw unparsed answers."""
+    from rich.table import Table
+    from rich.text import Text
+
+    title = f"mixcritic — {report.session.path.name if report.session.path else 'session'} (anchor: {report.session.anchor_stem})"
+    table = Table(title=title, show_lines=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("time", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("advice", overflow="fold", ratio=1)
+    table.add_column("correction", no_wrap=True)
+    for r in report.segments:
+        verdict, style = verdict_label(r)
+        time_range = f"{_time(r.start_s)}–{_time(r.end_s)}" + (" (padded)" if r.padded_s else "")
+        table.add_row(str(r.index + 1), time_range, Text(verdict, style=style), Text(r.text or ""), correction_label(r))
+    console.print(table)
+    console.print(Text("Summary", style="bold"))
+    for line in report.summary.lines:
+        console.print(Text(f"  {line}"), soft_wrap=True)
+    for r in report.segments:
+        if r.verdict == "unparsed":
+            console.print(Text(f"  could not parse segment {r.index + 1} ({_time(r.start_s)}–{_time(r.end_s)}): {r.text!r}", style="magenta"), soft_wrap=True)
