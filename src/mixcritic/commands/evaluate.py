@@ -1,10 +1,184 @@
-"""`mixcritic evaluate` (not implemented yet)."""
+"""`mixcritic evaluate`: the paper's tables for a trained model or a baseline, beside the paper's."""
 
 from __future__ import annotations
 
-from mixcritic.errors import MixcriticError
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mixcritic.options import DataArgument, DeviceOption, JsonOption, SeedOption
+
+ModelOption = Annotated[
+    Optional[Path],
+    typer.Option("--model", help="Training run folder (`mixcritic train --out RUN`). Not needed with --baseline.", show_default=False),
+]
+BaselineOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--baseline",
+        help=(
+            "Score a non-learned critic instead of a model: loudness (measures the separate stems, which the model "
+            "never sees), majority (always the most frequent answer) or random (seeded)."
+        ),
+        show_default=False,
+    ),
+]
+SplitOption = Annotated[str, typer.Option("--split", help="Dataset split to evaluate: test, valid or train.")]
+LimitOption = Annotated[
+    Optional[int],
+    typer.Option("--limit", min=1, help="Evaluate only N clips, drawn with --seed and stratified by category x stem.", show_default=False),
+]
+OutOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--out",
+        help="Report folder (predictions.jsonl, report.json, CSVs). Default: RUN/eval/<split>-<limit|all>-s<seed>, "
+        "or DATA/eval/<baseline>-<split>-... . Re-running the same command resumes in it.",
+        show_default=False,
+    ),
+]
+BatchOption = Annotated[int, typer.Option("--batch-size", min=1, help="Clips per generate() call on the model.")]
 
 
-def evaluate() -> None:
-    """Not implemented yet."""
-    raise MixcriticError("'evaluate' is not implemented yet.")
+def evaluate(
+    data: DataArgument,
+    model: ModelOption = None,
+    baseline: BaselineOption = None,
+    split: SplitOption = "test",
+    limit: LimitOption = None,
+    seed: SeedOption = 0,
+    out: OutOption = None,
+    batch_size: BatchOption = 8,
+    device: DeviceOption = "auto",
+    as_json: JsonOption = False,
+) -> None:
+    """Score a trained critic (or a baseline) on a dataset split with the paper's metrics.
+
+    Prints the paper's four tables (by category, by stem, by direction; FP/FN/precision/recall/F1)
+    with the published figure beside ours, plus the category confusion matrix, the false-alarm
+    rate on no-error clips and the unparseable share. Answers are appended to
+    REPORT_DIR/predictions.jsonl as they come: re-run the same command to resume after a crash.
+
+    Examples:
+
+      mixcritic evaluate DATA --model RUN --limit 1000
+
+      mixcritic evaluate DATA --baseline loudness --json > loudness.json
+    """
+    from mixcritic import console
+    from mixcritic.evaluate import EvaluateConfig, evaluate as run_evaluation
+
+    config = EvaluateConfig(
+        data_dir=data, model_dir=model, baseline=baseline, split=split, limit=limit, seed=seed,
+        out_dir=out, batch_size=batch_size, device=device,
+    )
+    with _progress_bars() as progress:
+        report = run_evaluation(config, progress=progress, warn=console.warn)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _print_report(report, console.stdout)
+    console.info(f"Wrote {config.out_dir}/report.json, predictions.jsonl and CSV tables.")
+
+
+@contextlib.contextmanager
+def _progress_bars() -> Iterator:
+    """A ``progress(iterable, total, description)`` function drawing Rich bars on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from mixcritic.console import stderr
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=stderr, transient=False) as bars:
+        yield lambda items, total, description: bars.track(items, total=total, description=description)
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+def _accuracy_table(title: str, section: dict, paper_section: dict | None, first: str) -> "Table":
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column(first)
+    table.add_column("N", justify="right")
+    for key, header in [("both", "Both"), ("stem", "Stem"), ("direction", "Direction"), ("magnitude", "Magnitude")]:
+        table.add_column(header, justify="right")
+        table.add_column("paper", justify="right", style="dim")
+    table.add_column("Mag. | both", justify="right")
+    table.add_column("Unparseable", justify="right")
+    paper_rows = (paper_section or {}).get("rows", {})
+    rows = [*section["rows"].items(), ("macro avg", section["macro"])]
+    for name, row in rows:
+        paper = (paper_section or {}).get("macro") if name == "macro avg" else paper_rows.get(name)
+        cells = []
+        for key in ("both", "stem", "direction", "magnitude"):
+            cells += [_pct(row[key]), _pct((paper or {}).get(key)) if paper else ""]
+        n = "–" if name == "macro avg" else str(row["n"])
+        table.add_row(name.replace("_", " "), n, *cells, _pct(row["magnitude_given_both"]), _pct(row["unparseable"]),
+                      end_section=name == rows[-2][0])
+    return table
+
+
+def _tasks_table(tasks: dict, paper_tasks: dict) -> "Table":
+    from rich.table import Table
+
+    table = Table(title="Detection tasks (unparseable answers count as FN on flawed, FP on no-error clips)", title_justify="left")
+    table.add_column("Task")
+    for header in ("TP", "FP", "FN", "Precision", "Recall", "F1"):
+        table.add_column(header, justify="right")
+    for header in ("FP", "FN", "Precision", "Recall", "F1"):
+        table.add_column(f"paper {header}", justify="right", style="dim")
+    names = {"error_detection": "Error detection", "stem_identification": "Stem identification", "direction": "Direction prediction"}
+    for key, row in tasks.items():
+        paper = paper_tasks.get(key, {})
+        table.add_row(
+            names.get(key, key), str(row["tp"]), str(row["fp"]), str(row["fn"]),
+            _pct(row["precision"]), _pct(row["recall"]), _pct(row["f1"]),
+            str(paper.get("fp", "")), str(paper.get("fn", "")),
+            _pct(paper.get("precision")), _pct(paper.get("recall")), _pct(paper.get("f1")),
+        )
+    return table
+
+
+def _confusion_table(confusion: dict) -> "Table":
+    from rich.table import Table
+
+    table = Table(title="Category confusion (rows: truth, columns: answer)", title_justify="left")
+    table.add_column("truth \\ answer")
+    for column in confusion["columns"]:
+        table.add_column(column.replace("_", " "), justify="right")
+    for name, counts in zip(confusion["rows"], confusion["counts"]):
+        table.add_row(name.replace("_", " "), *(str(c) for c in counts))
+    return table
+
+
+def _print_report(report: dict, out) -> None:
+    from mixcritic.reference import DERIVED
+
+    metrics, paper, predictor = report["metrics"], report["paper"], report["predictor"]
+    who = predictor.get("run_dir") or f"baseline {predictor.get('name')}"
+    out.print(
+        f"[bold]{who}[/bold] on {report['data']['dir']} split {report['data']['split']}: "
+        f"{metrics['n']} clips ({metrics['n_flawed']} flawed)"
+        + (f", a stratified draw of {report['sample']['limit']} (seed {report['sample']['seed']})" if report["sample"]["limit"] else "")
+    )
+    out.print("Paper: 25,650 MUSDB18-HQ test clips, 5,130 per category (Qwen2-7B + MERT-v1-330M).", style="dim")
+    out.print(_accuracy_table("By category", metrics["by_category"], paper["by_category"], "Category"))
+    out.print(_accuracy_table("By target stem (no-error clips included)", metrics["by_stem"], paper["by_stem"], "Stem"))
+    out.print(_accuracy_table("By direction (flawed clips)", metrics["by_direction"], paper["by_direction"], "Direction"))
+    out.print(_tasks_table(metrics["tasks"], paper["tasks"]))
+    out.print(_confusion_table(metrics["confusion"]))
+    accuracy = metrics["category_accuracy"]
+    out.print(
+        f"False alarms on no-error clips: {_pct(metrics['false_alarm_rate'])} (paper: {_pct(DERIVED['false_alarm_rate'])}). "
+        f"Unparseable answers: {metrics['unparseable']['count']} ({_pct(metrics['unparseable']['share'])}). "
+        f"5-way category accuracy: {_pct(accuracy['overall'])} (macro {_pct(accuracy['macro'])})."
+    )
+    for note in report.get("notes", []):
+        out.print(f"[yellow]Note:[/yellow] {note}")
