@@ -118,7 +118,7 @@ def _accuracy_table(title: str, section: dict, paper_section: dict | None, first
         paper = (paper_section or {}).get("macro") if name == "macro avg" else paper_rows.get(name)
         cells = []
         for key in ("both", "stem", "direction", "magnitude"):
-            cells += [_pct(row[key]), _pct((paper or {}).get(key)) if paper else ""]
+            cells += [_pct(row[key]), _pct(paper[key]) if paper and key in paper else ""]
         n = "–" if name == "macro avg" else str(row["n"])
         table.add_row(name.replace("_", " "), n, *cells, _pct(row["magnitude_given_both"]), _pct(row["unparseable"]),
                       end_section=name == rows[-2][0])
