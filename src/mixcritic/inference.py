@@ -1,0 +1,122 @@
+"""Loading a trained run and generating answers (greedy, batched, deterministic).
+
+Contract (docs/architecture.md)::
+
+    critic = load_critic(run_dir, device="auto", encoder=None, llm=None)
+    critic.settings          # sample_rate_hz, segment_s, target_lufs, audio_pool, template_version, ...
+    critic.generate(audio, instructions) -> list[str]
+
+``audio`` is ``(batch, samples)`` float32, 24 kHz mono, already loudness-normalised to
+``settings["target_lufs"]`` (every clip in a batch the same length, normally ``segment_s``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mixcritic.errors import ModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+    from mixcritic.model.critic import MixCritic
+
+
+class Critic:
+    """A trained MixCritic ready to answer instructions about audio clips."""
+
+    def __init__(self, model: "MixCritic", folder: Path) -> None:
+        self.model = model.eval()
+        self.folder = folder
+
+    @property
+    def settings(self) -> dict:
+        """The run's settings: preprocessing (sample_rate_hz, segment_s, target_lufs, audio_pool,
+        normalize_input), template_version, base model sources, LoRA / projector sizes."""
+        return self.model.settings.to_dict()
+
+    def generate(self, audio, instructions: list[str], max_new_tokens: int | None = None) -> list[str]:
+        """Greedy answers, one per clip: ``audio`` (batch, samples) float32 24 kHz mono normalised."""
+        import torch
+
+        clips = torch.as_tensor(audio, dtype=torch.float32)
+        if clips.ndim == 1:
+            clips = clips.unsqueeze(0)
+        if clips.ndim != 2:
+            raise ModelError(f"audio must be (batch, samples), got shape {tuple(clips.shape)}")
+        if clips.shape[0] != len(instructions):
+            raise ModelError(f"{clips.shape[0]} clips but {len(instructions)} instructions")
+        if not torch.isfinite(clips).all():
+            raise ModelError("audio contains NaN or Inf samples")
+        limit = max_new_tokens or self.model.settings.max_new_tokens
+        with torch.inference_mode():
+            ids = greedy_generate(self.model, clips, instructions, limit)
+        tokenizer = self.model.tokenizer
+        return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
+
+
+def stop_token_ids(tokenizer) -> set[int]:
+    """End-of-turn and end-of-text ids: generation stops at either."""
+    from mixcritic.model.llm import END_OF_TURN
+
+    ids = {tokenizer.convert_tokens_to_ids(END_OF_TURN)}
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def greedy_generate(model: "MixCritic", clips: "torch.Tensor", instructions: list[str], max_new_tokens: int) -> list[list[int]]:
+    """Greedy decoding with a KV cache on left-padded prompts; returns new token ids per row (stop token excluded)."""
+    import torch
+
+    from mixcritic.model.prompt import build_example, collate_examples
+
+    tokenizer = model.tokenizer
+    n_audio = model.frames_per_clip(clips.shape[1])
+    examples = [build_example(tokenizer, text, n_audio) for text in instructions]
+    batch = collate_examples(examples, tokenizer.pad_token_id, padding_side="left")
+    device = model.device
+    attention = batch["attention_mask"].to(device)
+    embeds, _ = model.splice(batch["input_ids"].to(device), batch["audio_mask"].to(device), model.audio_embeddings(clips))
+    positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+    stops = torch.tensor(sorted(stop_token_ids(tokenizer)), device=device)
+    done = torch.zeros(len(examples), dtype=torch.bool, device=device)
+    out: list[list[int]] = [[] for _ in examples]
+    past = None
+    embed_table = model.llm.get_input_embeddings()
+    for _ in range(max_new_tokens):
+        result = model.llm(
+            inputs_embeds=embeds, attention_mask=attention, position_ids=positions, past_key_values=past, use_cache=True
+        )
+        past = result.past_key_values
+        next_ids = result.logits[:, -1].float().argmax(dim=-1)
+        done |= torch.isin(next_ids, stops)
+        for row, token in enumerate(next_ids.tolist()):
+            if not done[row]:
+                out[row].append(token)
+        if bool(done.all()):
+            break
+        next_ids = torch.where(done, torch.full_like(next_ids, tokenizer.pad_token_id), next_ids)
+        embeds = embed_table(next_ids.unsqueeze(1))
+        attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
+        positions = positions[:, -1:] + 1
+    return out
+
+
+def load_critic(run_dir, device: str = "auto", encoder=None, llm=None) -> Critic:
+    """Load a trained run (``RUN/``, ``RUN/model/`` or a ``checkpoint-N`` folder) for inference.
+
+    ``encoder`` / ``llm``: already-loaded base models to reuse (the bare HubertModel and the bare
+    causal LM, e.g. to evaluate several runs on one set of base weights); loaded from the
+    sources in the run's settings when None.
+    """
+    from mixcritic.model import build_critic, resolve_device
+    from mixcritic.model.checkpoint import find_model_folder, read_settings, read_trained
+
+    folder = find_model_folder(Path(run_dir))
+    settings = read_settings(folder)
+    model = build_critic(settings, resolve_device(device), encoder=encoder, llm=llm, training=False)
+    model.load_trained_state(read_trained(folder))
+    return Critic(model.eval(), folder)

@@ -1,0 +1,243 @@
+"""The whole model: frozen MERT -> layer weights -> pooling -> projector -> Qwen2 + LoRA.
+
+:class:`MixCritic` is a plain ``nn.Module`` around the pieces. It never forks the LLM: the
+prompt's token embeddings are computed, the projected audio frames are written into the
+placeholder positions (``audio_mask``), and the LLM runs on ``inputs_embeds``.
+
+Loss = LM cross-entropy on the answer tokens + ``aux_loss_weight`` x :func:`norm_matching_loss`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from mixcritic.errors import ModelError
+from mixcritic.labels import DEFAULT_TARGET_LUFS, MODEL_SAMPLE_RATE_HZ
+from mixcritic.model.encoder import frames_for_samples, hidden_states
+from mixcritic.model.projector import LayerWeights, Projector, norm_matching_loss, pool_frames, pooled_frame_count
+
+SETTINGS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CriticSettings:
+    """Everything needed to rebuild a trained model and feed it exactly like in training."""
+
+    encoder_source: str
+    """MERT hub id (e.g. m-a-p/MERT-v1-330M) or local snapshot directory."""
+    llm_source: str
+    """Qwen2 hub id (e.g. Qwen/Qwen2-7B-Instruct) or local directory."""
+    quantize_4bit: bool = True
+    """Load the LLM in 4-bit NF4 with double quantisation (QLoRA)."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA alpha (scale alpha / r)."""
+    lora_dropout: float = 0.05
+    """LoRA dropout."""
+    projector_hidden: int = 2048
+    """Width of the projector's hidden layers."""
+    projector_depth: int = 4
+    """Hidden layers of the projector (Linear, ReLU, LayerNorm, Dropout each)."""
+    projector_dropout: float = 0.1
+    """Dropout in the projector."""
+    audio_pool: int = 1
+    """Average this many consecutive encoder frames before the projector (1 = paper, 75 Hz)."""
+    aux_loss_weight: float = 0.05
+    """Weight of the embedding-norm matching loss."""
+    sample_rate_hz: int = MODEL_SAMPLE_RATE_HZ
+    """Audio sample rate the encoder expects."""
+    segment_s: float = 10.0
+    """Clip length used in training; critique cuts songs into segments of this length."""
+    target_lufs: float = DEFAULT_TARGET_LUFS
+    """Integrated loudness each clip is normalised to before encoding."""
+    normalize_input: bool = True
+    """Zero-mean unit-variance scaling of each clip before MERT (its feature extractor's do_normalize)."""
+    template_version: str = ""
+    """Version of the instruction / response templates the model was trained on."""
+    prompt_version: str = ""
+    """Version of the prompt layout (mixcritic.model.prompt.PROMPT_VERSION)."""
+    max_new_tokens: int = 64
+    """Generation limit for answers."""
+    gradient_checkpointing: bool = True
+    """Activation checkpointing in the LLM during training."""
+    tiny_spec: dict | None = None
+    """For the tiny preset: the TinySpec that rebuilds the random-init base models."""
+    version: int = SETTINGS_VERSION
+    """Format version of this settings record."""
+
+    def __post_init__(self) -> None:
+        checks = {
+            "audio_pool": self.audio_pool >= 1,
+            "projector_hidden": self.projector_hidden >= 1,
+            "projector_depth": self.projector_depth >= 1,
+            "projector_dropout": 0.0 <= self.projector_dropout < 1.0,
+            "aux_loss_weight": self.aux_loss_weight >= 0.0,
+            "segment_s": self.segment_s > 0,
+            "max_new_tokens": self.max_new_tokens >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ModelError(f"invalid --{name.replace('_', '-')}: {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CriticSettings":
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer format)."""
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ModelError(f"checkpoint settings have unknown fields {extra}; upgrade mixcritic.")
+        return cls(**data)
+
+    @property
+    def segment_samples(self) -> int:
+        """Samples per clip."""
+        return int(round(self.segment_s * self.sample_rate_hz))
+
+
+@dataclass
+class CriticOutput:
+    """Loss parts and logits of one forward pass."""
+
+    loss: torch.Tensor | None
+    lm_loss: torch.Tensor | None
+    aux_loss: torch.Tensor | None
+    logits: torch.Tensor | None = None
+
+
+class MixCritic(nn.Module):
+    """Frozen encoder + trainable layer weights and projector + LLM with a LoRA adapter."""
+
+    def __init__(self, encoder, llm, tokenizer, settings: CriticSettings, encoder_hidden: int, num_states: int) -> None:
+        super().__init__()
+        self.settings = settings
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+        self.llm = llm
+        self.layer_weights = LayerWeights(num_states)
+        llm_hidden = llm.get_input_embeddings().embedding_dim
+        self.projector = Projector(
+            encoder_hidden, llm_hidden, settings.projector_hidden, settings.projector_depth, settings.projector_dropout
+        )
+
+    # -- structure -------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "MixCritic":
+        """Train mode for everything but the frozen encoder, which stays in eval (no dropout/masking)."""
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def frames_per_clip(self, samples: int) -> int:
+        """Audio positions one clip of ``samples`` occupies in the prompt (after pooling)."""
+        cfg = self.encoder.config
+        return pooled_frame_count(frames_for_samples(cfg.conv_kernel, cfg.conv_stride, samples), self.settings.audio_pool)
+
+    @property
+    def device(self) -> torch.device:
+        return self.projector.net[0].weight.device
+
+    # -- forward ---------------------------------------------------------------------------
+    def audio_embeddings(self, audio: torch.Tensor) -> torch.Tensor:
+        """(batch, samples) float32 24 kHz -> (batch, audio positions, LLM hidden)."""
+        states = hidden_states(self.encoder, audio.to(self.device, torch.float32), self.settings.normalize_input)
+        frames = pool_frames(self.layer_weights(states), self.settings.audio_pool)
+        return self.projector(frames)
+
+    def splice(self, input_ids: torch.Tensor, audio_mask: torch.Tensor, audio_embeds: torch.Tensor):
+        """Token embeddings with the audio frames written at the ``audio_mask`` positions.
+
+        Returns ``(inputs_embeds, text_embeds)``; the latter is the embedding table's output
+        (used by the auxiliary loss).
+        """
+        text_embeds = self.llm.get_input_embeddings()(input_ids)
+        per_row = audio_mask.sum(dim=1)
+        if not bool((per_row == audio_embeds.shape[1]).all()):
+            raise ModelError(
+                f"prompt has {per_row.tolist()} audio positions per row but the clip gives {audio_embeds.shape[1]} frames"
+            )
+        mask = audio_mask.unsqueeze(-1).expand_as(text_embeds)
+        embeds = text_embeds.masked_scatter(mask, audio_embeds.to(text_embeds.dtype))
+        return embeds, text_embeds
+
+    def forward(self, audio, input_ids, attention_mask, audio_mask, labels=None) -> CriticOutput:
+        """LM loss on the answer + weighted auxiliary loss; logits are returned when no labels are given."""
+        audio_embeds = self.audio_embeddings(audio)
+        embeds, text_embeds = self.splice(input_ids.to(self.device), audio_mask.to(self.device), audio_embeds)
+        attention_mask = attention_mask.to(self.device)
+        if labels is None:
+            out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
+            return CriticOutput(None, None, None, out.logits)
+        labels = labels.to(self.device)
+        keep = logits_needed(labels)
+        out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep)
+        lm_loss = causal_lm_loss(out.logits, labels[:, labels.shape[1] - keep:])
+        text_rows = attention_mask.bool() & ~audio_mask.to(self.device)
+        aux = norm_matching_loss(audio_embeds, text_embeds[text_rows])
+        loss = lm_loss + self.settings.aux_loss_weight * aux
+        return CriticOutput(loss, lm_loss.detach(), aux.detach(), None)
+
+    # -- parameters ------------------------------------------------------------------------
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """Only what training changes: layer weights, projector and the LoRA adapter."""
+        from peft import get_peft_model_state_dict
+
+        state = {f"layer_weights.{k}": v for k, v in self.layer_weights.state_dict().items()}
+        state.update({f"projector.{k}": v for k, v in self.projector.state_dict().items()})
+        state.update({f"lora.{k}": v for k, v in get_peft_model_state_dict(self.llm).items()})
+        return state
+
+    def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`trained_state`; every key must be used and every trained tensor present."""
+        from peft import set_peft_model_state_dict
+
+        groups: dict[str, dict[str, torch.Tensor]] = {"layer_weights": {}, "projector": {}, "lora": {}}
+        for key, value in state.items():
+            group, _, name = key.partition(".")
+            if group not in groups:
+                raise ModelError(f"checkpoint tensor {key!r} belongs to no trained part")
+            groups[group][name] = value
+        self.layer_weights.load_state_dict(groups["layer_weights"], strict=True)
+        self.projector.load_state_dict(groups["projector"], strict=True)
+        expected = set(get_peft_model_state_dict_keys(self.llm))
+        if set(groups["lora"]) != expected:
+            missing, extra = expected - set(groups["lora"]), set(groups["lora"]) - expected
+            raise ModelError(f"LoRA tensors do not match the model: missing {sorted(missing)[:3]}, extra {sorted(extra)[:3]}")
+        result = set_peft_model_state_dict(self.llm, groups["lora"])
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise ModelError(f"LoRA tensors not used by the model: {unexpected[:3]}")
+
+
+def get_peft_model_state_dict_keys(llm) -> list[str]:
+    """Keys of the adapter's state dict."""
+    from peft import get_peft_model_state_dict
+
+    return list(get_peft_model_state_dict(llm).keys())
+
+
+def logits_needed(labels: torch.Tensor) -> int:
+    """How many trailing positions need logits: from the one before the earliest label to the end.
+
+    Computing the vocabulary logits only there saves most of the logits memory (the audio
+    frames are ~80 % of a sample's positions and a 152k vocabulary is large).
+    """
+    labelled = (labels != -100).any(dim=0).nonzero()
+    if labelled.numel() == 0:
+        raise ModelError("a training batch has no answer tokens to learn")
+    return labels.shape[1] - max(int(labelled[0]) - 1, 0)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over positions whose (shifted) label is not -100."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    return nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100
+    )

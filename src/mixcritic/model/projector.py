@@ -1,0 +1,86 @@
+"""Learnable layer weights, optional temporal pooling, the MLP projector and the auxiliary loss.
+
+Paper, section III-B: a softmax-weighted average of MERT's 25 hidden states, then an MLP
+1024 -> 4 x (Linear 2048, ReLU, LayerNorm, Dropout 0.1) -> LLM hidden size, no residuals,
+trained with an auxiliary loss of weight 0.05.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
+
+
+class LayerWeights(nn.Module):
+    """Softmax-normalised learnable weights over the encoder's hidden states (uniform at start)."""
+
+    def __init__(self, num_states: int) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(num_states))
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """``states``: (layers + 1, batch, frames, hidden) -> (batch, frames, hidden)."""
+        if states.shape[0] != self.logits.shape[0]:
+            raise ValueError(f"expected {self.logits.shape[0]} hidden states, got {states.shape[0]}")
+        weights = torch.softmax(self.logits, dim=0).to(states.dtype)
+        return torch.einsum("l,lbfh->bfh", weights, states)
+
+
+def pool_frames(frames: torch.Tensor, pool: int) -> torch.Tensor:
+    """Average every ``pool`` consecutive frames: (batch, frames, hidden) -> (batch, frames // pool, hidden).
+
+    A trailing remainder shorter than ``pool`` frames is dropped (749 frames, pool 4 -> 187).
+    """
+    if pool == 1:
+        return frames
+    batch, count, hidden = frames.shape
+    kept = (count // pool) * pool
+    return frames[:, :kept].reshape(batch, count // pool, pool, hidden).mean(dim=2)
+
+
+def pooled_frame_count(frames: int, pool: int) -> int:
+    """Frames left after :func:`pool_frames`."""
+    return frames // pool
+
+
+class Projector(nn.Module):
+    """MLP from encoder width to LLM width: ``depth`` x (Linear, ReLU, LayerNorm, Dropout), then Linear."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, depth: int = 4, dropout: float = 0.1) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_dim
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden_dim), nn.ReLU(), nn.LayerNorm(hidden_dim), nn.Dropout(dropout)]
+            width = hidden_dim
+        layers.append(nn.Linear(width, out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """(batch, frames, in_dim) -> (batch, frames, out_dim)."""
+        return self.net(frames)
+
+
+def mean_rms_norm(vectors: torch.Tensor) -> torch.Tensor:
+    """Mean over vectors of the per-dimension L2 norm ``||v||_2 / sqrt(dim)`` (the RMS of each vector).
+
+    ``vectors``: (..., dim). Returns a scalar.
+    """
+    dim = vectors.shape[-1]
+    return (vectors.float().norm(dim=-1) / dim**0.5).mean()
+
+
+def norm_matching_loss(audio_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+    """Auxiliary loss: squared difference of the mean per-dimension L2 norms of audio vs. text embeddings.
+
+    ``aux = (mean_rms_norm(audio) - mean_rms_norm(text).detach()) ** 2``. It pulls the projected
+    audio embeddings to the scale of the LLM's own token embeddings; the text side is detached so
+    the (frozen) embedding table is never pushed towards the audio. Example: audio vectors of all
+    ones (norm 1 per dimension) and text vectors of all twos (norm 2) give aux = 1.0.
+    """
+    return (mean_rms_norm(audio_embeds) - mean_rms_norm(text_embeds).detach()) ** 2
