@@ -58,10 +58,9 @@ def evaluate(
 ) -> None:
     """Score a trained critic (or a baseline) on a dataset split with the paper's metrics.
 
-    Prints the paper's four tables (by category, by stem, by direction; FP/FN/precision/recall/F1)
-    with the published figure beside ours, plus the category confusion matrix, the false-alarm
-    rate on no-error clips and the unparseable share. Answers are appended to
-    REPORT_DIR/predictions.jsonl as they come: re-run the same command to resume after a crash.
+    Prints the paper's four tables (by category, by stem, by direction; FP/FN/precision/recall/F1) with the published figure beside ours, plus the category confusion matrix, the false-alarm rate on no-error clips and the unparseable share. Definitions: docs/evaluation.md.
+
+    Answers are appended to REPORT_DIR/predictions.jsonl as they come: re-run the same command to resume after a crash.
 
     Examples:
 
