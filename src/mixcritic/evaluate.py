@@ -207,7 +207,9 @@ class BaselinePredictor:
 class ModelPredictor:
     """Answers with a trained critic: the normalised mix and the sample's instruction, greedy."""
 
-    def __init__(self, critic, dataset, model_dir: Path) -> None:
+    def __init__(self, critic, dataset, model_dir: Path, warn: Callable[[str], None] | None = None) -> None:
+        from mixcritic.templates import TEMPLATE_VERSION
+
         self.critic = critic
         self.dataset = dataset
         self.model_dir = model_dir
@@ -218,6 +220,10 @@ class ModelPredictor:
                 f"{model_dir}: the model expects {rate_hz} Hz audio but {dataset.root} holds {dataset_rate_hz(dataset)} Hz; "
                 "evaluate on a dataset synthesised for this model"
             )
+        trained_version = str(settings.get("template_version") or "")
+        if warn and trained_version and trained_version != TEMPLATE_VERSION:
+            warn(f"{model_dir} was trained on response templates v{trained_version}, this parser reads v{TEMPLATE_VERSION}; "
+                 "answers in wording it does not know count as unparseable")
         target = settings.get("target_lufs")
         self.level_shift_db = 0.0 if target is None else float(target) - dataset_target_lufs(dataset)
 
@@ -282,7 +288,7 @@ def make_predictor(config: EvaluateConfig, dataset, progress: Progress | None = 
     if config.model_dir is not None:
         from mixcritic.inference import load_critic
 
-        return ModelPredictor(load_critic(config.model_dir, device=config.device), dataset, config.model_dir)
+        return ModelPredictor(load_critic(config.model_dir, device=config.device), dataset, config.model_dir, warn)
     if config.baseline == "majority":
         return BaselinePredictor(baselines.MajorityBaseline.fit(dataset, TRAIN_SPLIT), dataset)
     if config.baseline == "random":
