@@ -58,10 +58,10 @@ def test_round_trip_survives_llm_style_noise():
 
 def test_rendered_responses_state_magnitudes_and_direction_by_verb():
     assert render_response(Label.for_flaw("quiet", "vocals"), 0) == (
-        "The vocals level is a little too quiet. Increase it by between 3 and 6 dB."
+        "Verdict on the vocals: a little too quiet. Increase its level by 3 to 6 dB."
     )
     assert render_response(Label.for_flaw("very_loud", "bass"), 0) == (
-        "The bass level is far too loud. Reduce it by between 6 and 12 dB."
+        "Verdict on the bass: far too loud. Reduce its level by 6 to 12 dB."
     )
     verbs = {
         "increase": r"\b(increase|raise|boost|turn it up|lift|bring the level up|push the \w+ up)\b",
@@ -95,7 +95,7 @@ def test_render_instruction():
         "Here is a 10-second mix of bass, drums, other instruments and vocals. Take the drums as "
         "correctly set. Is another stem too loud or too quiet, and by how many dB should it change?"
     )
-    assert "7.5 s excerpt (drums and vocals)" in render_instruction(1, 7.5, ["drums", "vocals"], "vocals")
+    assert "7.5 s of music with drums and vocals." in render_instruction(1, 7.5, ["drums", "vocals"], "vocals")
     for template_id in range(10):
         text = render_instruction(template_id, 5.0, STEMS, "bass")
         assert "5" in text and "bass" in text and "{" not in text
@@ -166,6 +166,17 @@ def flaw(category, stem, correction=None):
         ("No changes needed - every stem including the vocals sits well.", Label("no_error")),
         ("Leave the drums as they are.", Label("no_error")),
         ("NO GAIN ERROR.", Label("no_error")),
+        ("Don't boost the vocals; they are fine.", Label("no_error")),
+        ("There is no need to raise or lower the drums.", Label("no_error")),
+        ("The vocals are neither too loud nor too quiet; the mix is balanced.", Label("no_error")),
+        ("I would not change anything.", Label("no_error")),
+        # negations and a no-error phrase next to a clear flaw
+        ("No need to touch the drums, but raise the vocals 3-6 dB.", flaw("quiet", "vocals")),
+        ("The drums are not loud enough.", flaw("quiet", "drums")),
+        ("The mix is well balanced, though the vocals sit a bit low.", flaw("quiet", "vocals")),
+        ("The bass drum is overpowering: reduce it by 6-12 dB.", flaw("very_loud", "drums")),
+        ("The vocals need 3 to 6 dB more level.", flaw("quiet", "vocals")),
+        ("Assistant: The vocals are slightly too loud. Lower them by 3 and 6 dB.</s>", flaw("loud", "vocals")),
     ],
 )
 def test_parser_reads_free_text(text, expected):
@@ -188,6 +199,8 @@ def test_parser_reads_free_text(text, expected):
         "The vocals are a little far too quiet.",  # conflicting severity, no numbers
         "Raise the bass by 500 dB.",  # implausible magnitude
         "Change the bass by 0 dB.",
+        "The vocals are not too loud.",  # a negated state, nothing else
+        "The mix is well balanced but raise the vocals and drums 3-6 dB.",  # flaw claim without one stem
     ],
 )
 def test_parser_returns_none_for_unclear_answers(text):

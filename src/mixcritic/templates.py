@@ -21,7 +21,7 @@ TEMPLATE_VERSION = "1"
 INSTRUCTION_TEMPLATES: tuple[str, ...] = (
     "Here is a {duration_sec}-second mix of {stems_present}. Take the {anchor_stem} as correctly "
     "set. Is another stem too loud or too quiet, and by how many dB should it change?",
-    "Listen to this {duration_sec} s excerpt ({stems_present}). The {anchor_stem} level is the "
+    "Attached: {duration_sec} s of music with {stems_present}. The {anchor_stem} level is the "
     "reference. Which stem, if any, is out of balance, and what gain change would fix it?",
     "You are checking the balance of a mix made of {stems_present}, {duration_sec} seconds long. "
     "Assume the {anchor_stem} sits where it should. Tell me which stem to adjust and by how much.",
@@ -56,7 +56,7 @@ RESPONSE_TEMPLATES: dict[str, tuple[str, ...]] = {
         "I hear no gain error: each stem is balanced against the others.",
     ),
     "quiet": (
-        "The {target_stem} level is a little too quiet. Increase it by between {min_gain_db} and {max_gain_db} dB.",
+        "Verdict on the {target_stem}: a little too quiet. Increase its level by {min_gain_db} to {max_gain_db} dB.",
         "Slightly too quiet: the {target_stem}. Raise that stem by {min_gain_db} to {max_gain_db} dB.",
         "I would boost the {target_stem} by {min_gain_db}-{max_gain_db} dB, as this stem sits a bit low in the mix.",
         "The mix needs a touch more {target_stem}: bring the level up by {min_gain_db} to {max_gain_db} dB.",
@@ -65,11 +65,11 @@ RESPONSE_TEMPLATES: dict[str, tuple[str, ...]] = {
         "A small fix: raise the {target_stem} by {min_gain_db} to {max_gain_db} dB, since this stem is mildly under-mixed.",
         "The {target_stem} stem is a bit too soft next to the reference. Boost it by {min_gain_db} to {max_gain_db} dB.",
         "Slightly under-mixed: the {target_stem}. Lift this stem by {min_gain_db}-{max_gain_db} dB.",
-        "To balance the mix, push the {target_stem} up by between {min_gain_db} and {max_gain_db} dB; "
+        "To even out the mix, push the {target_stem} up by between {min_gain_db} and {max_gain_db} dB; "
         "right now this stem is a little too quiet.",
     ),
     "very_quiet": (
-        "The {target_stem} level is far too quiet. Increase it by between {min_gain_db} and {max_gain_db} dB.",
+        "Verdict on the {target_stem}: far too quiet. Increase its level by {min_gain_db} to {max_gain_db} dB.",
         "Much too quiet: the {target_stem}. Raise that stem by {min_gain_db} to {max_gain_db} dB.",
         "The {target_stem} stem is buried in the mix; boost it by {min_gain_db}-{max_gain_db} dB.",
         "This mix badly lacks {target_stem}: bring the level up by {min_gain_db} to {max_gain_db} dB.",
@@ -79,11 +79,11 @@ RESPONSE_TEMPLATES: dict[str, tuple[str, ...]] = {
         "is heavily under-mixed.",
         "The {target_stem} stem is much too soft. Boost it by {min_gain_db} to {max_gain_db} dB.",
         "Badly under-mixed: the {target_stem}. Lift this stem by {min_gain_db}-{max_gain_db} dB.",
-        "To balance the mix, push the {target_stem} up by between {min_gain_db} and {max_gain_db} dB; "
+        "To even out the mix, push the {target_stem} up by between {min_gain_db} and {max_gain_db} dB; "
         "right now this stem is nearly lost.",
     ),
     "loud": (
-        "The {target_stem} level is a little too loud. Reduce it by between {min_gain_db} and {max_gain_db} dB.",
+        "Verdict on the {target_stem}: a little too loud. Reduce its level by {min_gain_db} to {max_gain_db} dB.",
         "Slightly too loud: the {target_stem}. Lower that stem by {min_gain_db} to {max_gain_db} dB.",
         "I would cut the {target_stem} by {min_gain_db}-{max_gain_db} dB, as this stem sits a bit high in the mix.",
         "The mix has a touch too much {target_stem}: bring the level down by {min_gain_db} to {max_gain_db} dB.",
@@ -94,11 +94,11 @@ RESPONSE_TEMPLATES: dict[str, tuple[str, ...]] = {
         "The {target_stem} stem is a bit too hot next to the reference. Pull it down by {min_gain_db} to "
         "{max_gain_db} dB.",
         "Slightly over-mixed: the {target_stem}. Trim this stem by {min_gain_db}-{max_gain_db} dB.",
-        "To balance the mix, lower the {target_stem} by between {min_gain_db} and {max_gain_db} dB; "
+        "To even out the mix, lower the {target_stem} by between {min_gain_db} and {max_gain_db} dB; "
         "right now this stem is a little too loud.",
     ),
     "very_loud": (
-        "The {target_stem} level is far too loud. Reduce it by between {min_gain_db} and {max_gain_db} dB.",
+        "Verdict on the {target_stem}: far too loud. Reduce its level by {min_gain_db} to {max_gain_db} dB.",
         "Much too loud: the {target_stem}. Lower that stem by {min_gain_db} to {max_gain_db} dB.",
         "The {target_stem} stem overpowers the mix; cut it by {min_gain_db}-{max_gain_db} dB.",
         "This mix has far too much {target_stem}: bring the level down by {min_gain_db} to {max_gain_db} dB.",
@@ -109,7 +109,7 @@ RESPONSE_TEMPLATES: dict[str, tuple[str, ...]] = {
         "stem is heavily over-mixed.",
         "The {target_stem} stem is much too hot. Pull it down by {min_gain_db} to {max_gain_db} dB.",
         "Badly over-mixed: the {target_stem}. Trim this stem by {min_gain_db}-{max_gain_db} dB.",
-        "To balance the mix, lower the {target_stem} by between {min_gain_db} and {max_gain_db} dB; "
+        "To even out the mix, lower the {target_stem} by between {min_gain_db} and {max_gain_db} dB; "
         "right now this stem is drowning out the rest.",
     ),
 }
@@ -243,12 +243,12 @@ _TOO_QUIET = re.compile(
     r"\btoo (?:quiet|soft|low|weak|faint|thin)\b|\bburied\b|\bbarely audible\b|\bnearly lost\b|\blost in\b"
     r"|\bunder-?mixed\b|\blacks?\b|\blacking\b|\bnot loud enough\b|\bhard to hear\b|\b(?:quieter|softer) than\b"
     r"|\b(?<!not )(?:quiet|soft|weak)\b|\b(?:sits?|is) (?:a bit |a little |slightly |too |way |far )?low\b"
-    r"|\bmore\b(?:\s+[\w-]+){0,2}?\s+(?:" + _ANY_STEM + r")\b"
+    r"|\bmore\b(?:\s+[\w-]+){0,2}?\s+(?:" + _ANY_STEM + r")\b|\bmore (?:level|gain|volume)\b"
 )
 _TOO_LOUD = re.compile(
     r"\btoo (?:loud|hot|strong|prominent|present|high|much)\b|\boverpower\w*|\bdominat\w*|\bdrown\w*"
     r"|\bover-?mixed\b|\blouder than\b|\b(?<!not )loud\b(?! enough)|\bhot\b"
-    r"|\b(?:sits?|is) (?:a bit |a little |slightly |too |way |far )?high\b"
+    r"|\b(?:sits?|is) (?:a bit |a little |slightly |too |way |far )?high\b|\bless (?:level|gain|volume)\b"
 )
 _SEVERE = re.compile(
     r"\b(?:far|much|way|very|really|extremely|seriously|significantly|substantially|heavily|badly|massively"
@@ -265,9 +265,25 @@ _NO_ERROR = re.compile(
     r"|error|flaw|imbalance)s?\b"
     r"|\bno stem (?:needs|is|requires)\b|\bnothing (?:needs|stands out|to (?:change|fix)|is (?:wrong|off))\b"
     r"|\b(?:leave|keep)\b.{0,40}?\b(?:as (?:it is|they are|is)|where (?:it is|they are)|unchanged|alone)\b"
-    r"|\b(?:can|should) stay as\b|\bnot touch\b|\bsits? at a sensible level\b"
+    r"|\b(?:can|should) stay as\b|\bnot touch\b|\bsits? at a sensible level\b|\bfine as\b"
+    r"|\b(?:is|are|sounds?|sits?|looks?) (?:fine|good|right|ok|okay|correct)\b"
+    r"|\b(?:does not|doesn't|do not|don't|would not|wouldn't|need not|needn't) (?:need |require )?(?:to )?(?:be )?"
+    r"(?:change|adjust|touch|fix|move)"
+    r"|\bno need to\b|\bnothing to (?:change|fix|adjust)\b"
     r"|\b(?:levels?|balance) (?:is|are|look|looks|sound|sounds|already) (?:right|good|fine|correct|spot on|work)"
 )
+_NEGATED_VERB = re.compile(
+    r"\b(?:don't|do not|doesn't|does not|no need to|needn't|need not|shouldn't|should not|never|wouldn't|would not)"
+    r"(?:\s+(?:need|needs|have|has|to|be|any|further))*\s+[\w-]+(?:\s+(?:or|nor)\s+[\w-]+)*"
+    rf"(?:\s+(?:the\s+)?(?:{_ANY_STEM})\b)?"
+)
+"""'Don't boost', 'no need to raise or lower the drums': a negated verb and its stem state nothing."""
+_NEGATED_STATE = re.compile(
+    r"\b(?:not|isn't|aren't|never|neither|nor)\s+(?:too\s+|overly\s+|very\s+|at all\s+|a bit\s+)?"
+    r"(?:loud|quiet|soft|hot|low|high|weak|faint|buried|prominent|overpowering|dominant|under-?mixed|over-?mixed)\w*\b"
+    r"(?!\s+enough)"
+)
+"""'not too loud', 'neither too loud nor too quiet': a negated state states no direction."""
 _NUMBER = r"([+-]?\d+(?:\.\d+)?)"
 _UNIT = r"(?:db|decibels?)\b"
 _RANGE_RE = re.compile(
@@ -296,11 +312,14 @@ def parse_response(text: str) -> Label | None:
         return None
 
     no_error = bool(_NO_ERROR.search(norm))
-    stem = _find_stem(norm)
+    asserted = _NEGATED_STATE.sub(" ", _NEGATED_VERB.sub(" ", norm))
+    stem = _find_stem(asserted)
     magnitudes, sign = _find_range(norm)
-    direction = _find_direction(norm, sign)
-    if no_error and not (isinstance(stem, str) and direction and magnitudes):
-        return Label("no_error")
+    direction = _find_direction(asserted, sign)
+    has_direction = direction in ("increase", "decrease")
+    if no_error and not (isinstance(stem, str) and has_direction):
+        # "balanced, but raise something by 3-6 dB" without one clear stem is no clear answer
+        return None if has_direction and magnitudes is not None else Label("no_error")
     if not isinstance(stem, str) or direction in (None, "conflict"):
         return None
     if magnitudes is None:

@@ -470,7 +470,7 @@ def _vocal_notes(rng: np.random.Generator, song: _Song) -> _Notes:
         while beat < phrase_end:
             length = float(rng.choice([0.5, 1.0, 1.0, 1.5, 2.0]))
             length = min(length, phrase_end - beat)
-            degree = int(np.clip(degree + rng.choice([-2, -1, -1, 0, 1, 1, 2, 3]), -2, 9))
+            degree = int(np.clip(degree + rng.choice([-2, -1, -1, 0, 1, 1, 2, 3]), -2, 7))
             starts.append(beat)
             lengths.append(length)
             degrees.append(degree)

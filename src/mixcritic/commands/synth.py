@@ -1,10 +1,120 @@
-"""`mixcritic synth` (not implemented yet)."""
+"""`mixcritic synth`: build the dataset of flawed mixes (stem cache + manifests + DPO pairs)."""
 
 from __future__ import annotations
 
-from mixcritic.errors import MixcriticError
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mixcritic.errors import DatasetError
+from mixcritic.options import JsonOption, SeedOption, SegmentOption, WorkersOption
 
 
-def synth() -> None:
-    """Not implemented yet."""
-    raise MixcriticError("'synth' is not implemented yet.")
+def synth(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="MUSDB18-HQ root: SOURCE/{train,test}/<track>/{bass,drums,other,vocals}.<wav|flac|...> (mixture.* is ignored).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Dataset folder to write (new, empty, or an unfinished run to resume).", show_default=False)],
+    seed: SeedOption = 0,
+    workers: WorkersOption = 1,
+    segment_s: SegmentOption = 10.0,
+    samples_per_chunk: Annotated[
+        str,
+        typer.Option("--samples-per-chunk", help="'all' = the full grid (3 targets x 2 anchors x 5 categories = 30 per chunk), or N drawn per chunk."),
+    ] = "all",
+    valid_fraction: Annotated[float, typer.Option("--valid-fraction", help="Share of train tracks held out (by track) as the validation split.")] = 0.1,
+    target_lufs: Annotated[float, typer.Option("--target-lufs", help="Loudness every rendered mix is normalised to (LUFS).")] = -23.0,
+    gate_lufs: Annotated[float, typer.Option("--gate-lufs", help="A target/anchor stem must reach this loudness in a chunk (LUFS).")] = -50.0,
+    gate_relative_lu: Annotated[
+        float, typer.Option("--gate-relative-lu", help="... and be no more than this far below the chunk's mix (LU, <= 0).")
+    ] = -20.0,
+    min_active_fraction: Annotated[
+        float, typer.Option("--min-active-fraction", help="... and have this share of its 400 ms blocks above --gate-lufs.")
+    ] = 0.2,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first broken track instead of skipping it.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a dataset in --out that was built with other settings.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Synthesise flawed mixes from MUSDB18-HQ-style stems: a stem cache, manifests and DPO pairs.
+
+    Writes OUT/{train,valid,test}.jsonl (one sample per line), OUT/dpo/*.jsonl, OUT/dataset.json and the stem cache OUT/cache/ (24 kHz mono). Samples are rendered on the fly from the cache (`mixcritic render`). The format is specified in docs/dataset.md.
+
+    Same inputs + same seed give byte-identical manifests whatever --workers is. An interrupted run resumes: re-run the same command. Broken tracks are skipped with a warning and listed in dataset.json (--strict makes them fatal).
+
+    Example: mixcritic synth toy --out toy-data --workers 2
+    """
+    from mixcritic.synthesis import SynthConfig, synthesize
+
+    config = SynthConfig(
+        seed=seed,
+        segment_s=segment_s,
+        samples_per_chunk=_parse_samples_per_chunk(samples_per_chunk),
+        valid_fraction=valid_fraction,
+        target_lufs=target_lufs,
+        gate_lufs=gate_lufs,
+        gate_relative_lu=gate_relative_lu,
+        min_active_fraction=min_active_fraction,
+    )
+    result = synthesize(source, out, config, workers=workers, strict=strict, overwrite=overwrite)
+    if json_output:
+        summary = {key: result.info[key] for key in ("counts", "totals", "dropped", "broken_tracks", "options")}
+        summary.update(out=str(out), elapsed_s=round(result.elapsed_s, 3), tracks_built=result.tracks_built, tracks_resumed=result.tracks_resumed)
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        _print_summary(result)
+
+
+def _parse_samples_per_chunk(value: str) -> int | None:
+    if value.strip().lower() == "all":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise DatasetError(f"--samples-per-chunk {value!r}: expected 'all' or a positive integer") from None
+
+
+def _print_summary(result) -> None:
+    from rich.table import Table
+
+    from mixcritic import labels
+    from mixcritic.console import stdout
+
+    info = result.info
+    table = Table(title=f"{result.data_dir}: samples per split and category")
+    table.add_column("split")
+    for category in labels.CATEGORIES:
+        table.add_column(category, justify="right")
+    for column in ("total", "tracks", "chunks", "dropped chunks", "dropped samples"):
+        table.add_column(column, justify="right")
+    for split, counts in info["counts"].items():
+        dropped = info["dropped"][split]
+        table.add_row(
+            split,
+            *(str(counts["by_category"][c]) for c in labels.CATEGORIES),
+            str(counts["samples"]),
+            str(counts["tracks"]),
+            str(counts["chunks"]),
+            _reasons(dropped["chunks"]),
+            _reasons(dropped["samples"]),
+        )
+    stdout.print(table)
+    broken = len(info["broken_tracks"])
+    resumed = f", {result.tracks_resumed} resumed" if result.tracks_resumed else ""
+    stdout.print(
+        f"{info['totals']['samples']} samples from {info['totals']['tracks']} tracks "
+        f"({result.tracks_built} built{resumed}, {broken} broken and skipped) in {result.elapsed_s:.1f} s. "
+        f"Listen to one: mixcritic render {result.data_dir} <id> --out sample.wav",
+        soft_wrap=True,
+    )
+
+
+def _reasons(counter: dict) -> str:
+    if not counter:
+        return "0"
+    return ", ".join(f"{key} {value}" for key, value in counter.items())
