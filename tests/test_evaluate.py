@@ -19,9 +19,9 @@ runner = CliRunner()
 
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory) -> Path:
-    """8 toy songs of 12 s (2 test, 1 valid, 5 train), 4 s chunks, the full 30-sample grid."""
+    """12 toy songs of 12 s (3 test, 2 valid, 7 train), 4 s chunks, the full 30-sample grid: 270 test clips."""
     root = tmp_path_factory.mktemp("toy-evaluate")
-    write_toy_tree(root / "stems", tracks=8, seconds=12.0, seed=7)
+    write_toy_tree(root / "stems", tracks=12, seconds=12.0, seed=7)
     data = root / "data"
     result = runner.invoke(
         app, ["synth", str(root / "stems"), "--out", str(data), "--segment-s", "4", "--seed", "0", "--valid-fraction", "0.2"]
@@ -75,17 +75,14 @@ def test_loudness_baseline_recovers_injected_flaws(toy_data, tmp_path):
     assert predictor["sees_separate_stems"] is True
     assert any("separate stems" in note for note in report["notes"])
     assert predictor["threshold_split"] == "valid"
-    # Measured on this fixture (docs/performance.md): see the asserted floors' margins there.
-    assert metrics["by_category"]["macro"]["both"] >= LOUDNESS_MIN_MACRO_BOTH
-    assert metrics["category_accuracy"]["macro"] >= LOUDNESS_MIN_CATEGORY_MACRO
-    assert metrics["tasks"]["stem_identification"]["precision"] >= LOUDNESS_MIN_STEM_PRECISION
+    # Measured on this fixture (docs/performance.md): macro Both 0.719, 5-way category macro 0.552,
+    # stem precision 0.945; chance (majority / random) is about 0.2 for the first two.
+    assert metrics["by_category"]["macro"]["both"] >= 0.60
+    assert metrics["category_accuracy"]["macro"] >= 0.45
+    assert metrics["tasks"]["stem_identification"]["precision"] >= 0.85
+    assert metrics["by_category"]["rows"]["very_loud"]["both"] >= 0.85
     detail = [json.loads(line) for line in (tmp_path / "loud" / "predictions.jsonl").read_text().splitlines()]
-    assert len(detail) == metrics["n"] and all("deviations_db" in d["detail"] for d in detail)
-
-
-LOUDNESS_MIN_MACRO_BOTH = 0.5
-LOUDNESS_MIN_CATEGORY_MACRO = 0.5
-LOUDNESS_MIN_STEM_PRECISION = 0.6
+    assert len(detail) == metrics["n"] == 270 and all("deviations_db" in d["detail"] for d in detail)
 
 
 def test_interrupted_evaluation_resumes_to_the_same_report(toy_data, tmp_path, monkeypatch):
@@ -145,7 +142,7 @@ def test_tables_show_the_papers_figures(toy_data, tmp_path):
     assert result.exit_code == 0, result.output
     text = result.stdout
     assert "By category" in text and "69.3 %" in text  # paper's very quiet Both
-    assert "Error detection" in text and "4079" in text
+    assert "error detection" in text and "4079" in text
     assert "False alarms on no-error clips: 0.0 % (paper: 79.5 %)" in text
 
 

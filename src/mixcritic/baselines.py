@@ -35,7 +35,8 @@ NOMINAL_THRESHOLDS_DB: tuple[float, float, float, float] = (-6.0, -3.0, 3.0, 6.0
 
 SEES_STEMS_NOTE = (
     "The loudness baseline measures the separate stems of each sample (render_stems); the model "
-    "hears only the summed mix. Its scores are an upper reference for a measurement, not a like-for-like rival."
+    "hears only the summed mix. It shows what a plain level measurement achieves with information the model "
+    "does not have; it is not a like-for-like rival."
 )
 """Said in every report of the loudness baseline."""
 

@@ -101,55 +101,56 @@ def _pct(value) -> str:
 
 
 def _accuracy_table(title: str, section: dict, paper_section: dict | None, first: str) -> "Table":
+    """Our rows, each followed by a dim "paper" row where the paper published that row."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    keys = ("both", "stem", "direction", "magnitude", "magnitude_given_both")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column(first)
     table.add_column("N", justify="right")
-    for key, header in [("both", "Both"), ("stem", "Stem"), ("direction", "Direction"), ("magnitude", "Magnitude")]:
+    for header in ("Both", "Stem", "Direction", "Magnitude", "Mag.|both"):
         table.add_column(header, justify="right")
-        table.add_column("paper", justify="right", style="dim")
-    table.add_column("Mag. | both", justify="right")
-    table.add_column("Unparseable", justify="right")
-    paper_rows = (paper_section or {}).get("rows", {})
-    rows = [*section["rows"].items(), ("macro avg", section["macro"])]
-    for name, row in rows:
-        paper = (paper_section or {}).get("macro") if name == "macro avg" else paper_rows.get(name)
-        cells = []
-        for key in ("both", "stem", "direction", "magnitude"):
-            cells += [_pct(row[key]), _pct(paper[key]) if paper and key in paper else ""]
-        n = "–" if name == "macro avg" else str(row["n"])
-        table.add_row(name.replace("_", " "), n, *cells, _pct(row["magnitude_given_both"]), _pct(row["unparseable"]),
-                      end_section=name == rows[-2][0])
+    paper_rows = dict((paper_section or {}).get("rows", {}))
+    if paper_section and "macro" in paper_section:
+        paper_rows["macro"] = paper_section["macro"]
+    for name, row in [*section["rows"].items(), ("macro", section["macro"])]:
+        label = "macro avg" if name == "macro" else name.replace("_", " ")
+        table.add_row(label, "–" if name == "macro" else str(row["n"]), *(_pct(row[k]) for k in keys))
+        paper = paper_rows.get(name)
+        if paper:
+            table.add_row("  paper", str(paper.get("n", "")), *(_pct(paper[k]) if k in paper else "" for k in keys), style="dim")
     return table
 
 
 def _tasks_table(tasks: dict, paper_tasks: dict) -> "Table":
+    """TP/FP/FN/precision/recall/F1 per task, each followed by the paper's row."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="Detection tasks (unparseable answers count as FN on flawed, FP on no-error clips)", title_justify="left")
+    table = Table(title="Detection tasks (unparseable = FN on flawed clips, FP on no-error clips)",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("Task")
     for header in ("TP", "FP", "FN", "Precision", "Recall", "F1"):
         table.add_column(header, justify="right")
-    for header in ("FP", "FN", "Precision", "Recall", "F1"):
-        table.add_column(f"paper {header}", justify="right", style="dim")
-    names = {"error_detection": "Error detection", "stem_identification": "Stem identification", "direction": "Direction prediction"}
+    names = {"error_detection": "error detection", "stem_identification": "stem identification", "direction": "direction"}
     for key, row in tasks.items():
-        paper = paper_tasks.get(key, {})
-        table.add_row(
-            names.get(key, key), str(row["tp"]), str(row["fp"]), str(row["fn"]),
-            _pct(row["precision"]), _pct(row["recall"]), _pct(row["f1"]),
-            str(paper.get("fp", "")), str(paper.get("fn", "")),
-            _pct(paper.get("precision")), _pct(paper.get("recall")), _pct(paper.get("f1")),
-        )
+        table.add_row(names.get(key, key), str(row["tp"]), str(row["fp"]), str(row["fn"]),
+                      _pct(row["precision"]), _pct(row["recall"]), _pct(row["f1"]))
+        paper = paper_tasks.get(key)
+        if paper:
+            table.add_row("  paper", "", str(paper["fp"]), str(paper["fn"]), _pct(paper["precision"]), _pct(paper["recall"]),
+                          _pct(paper["f1"]), style="dim")
     return table
 
 
 def _confusion_table(confusion: dict) -> "Table":
     from rich.table import Table
 
-    table = Table(title="Category confusion (rows: truth, columns: answer)", title_justify="left")
-    table.add_column("truth \\ answer")
+    from rich import box
+
+    table = Table(title="Category confusion (rows: truth, columns: answer)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("truth")
     for column in confusion["columns"]:
         table.add_column(column.replace("_", " "), justify="right")
     for name, counts in zip(confusion["rows"], confusion["counts"]):
@@ -169,7 +170,7 @@ def _print_report(report: dict, out) -> None:
     )
     out.print("Paper: 25,650 MUSDB18-HQ test clips, 5,130 per category (Qwen2-7B + MERT-v1-330M).", style="dim")
     out.print(_accuracy_table("By category", metrics["by_category"], paper["by_category"], "Category"))
-    out.print(_accuracy_table("By target stem (no-error clips included)", metrics["by_stem"], paper["by_stem"], "Stem"))
+    out.print(_accuracy_table("By target stem (no-error clips included, as in the paper)", metrics["by_stem"], paper["by_stem"], "Stem"))
     out.print(_accuracy_table("By direction (flawed clips)", metrics["by_direction"], paper["by_direction"], "Direction"))
     out.print(_tasks_table(metrics["tasks"], paper["tasks"]))
     out.print(_confusion_table(metrics["confusion"]))
