@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from mixcritic.labels import TARGET_STEMS
 
@@ -38,3 +39,21 @@ class FakeSource:
 
     def render(self, record: dict, normalize: bool = True) -> np.ndarray:
         return tone(220.0 * (1 + record["answer_index"]), self.seconds)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory):
+    """Tiny MERT + Qwen2 base models built once per session in a temporary cache
+    (``MIXCRITIC_CACHE_DIR`` points there for the whole session)."""
+    import os
+
+    from mixcritic.model.tiny import TinySpec, ensure_tiny_base
+
+    root = tmp_path_factory.mktemp("mixcritic-cache")
+    previous = os.environ.get("MIXCRITIC_CACHE_DIR")
+    os.environ["MIXCRITIC_CACHE_DIR"] = str(root)
+    yield ensure_tiny_base(TinySpec(), root)
+    if previous is None:
+        os.environ.pop("MIXCRITIC_CACHE_DIR", None)
+    else:
+        os.environ["MIXCRITIC_CACHE_DIR"] = previous

@@ -444,6 +444,22 @@ def check_resume_compatible(run_dir: Path, settings) -> None:
                          "resume with the same options or start a new --out folder.")
 
 
+def drop_incomplete_checkpoints(run_dir: Path) -> list[Path]:
+    """Delete ``checkpoint-N`` folders without a COMPLETE marker (interrupted saves); returns them."""
+    import shutil
+
+    from mixcritic.console import warn
+    from mixcritic.model.checkpoint import CHECKPOINT_PATTERN, is_complete
+
+    dropped = []
+    for child in sorted(run_dir.iterdir()):
+        if CHECKPOINT_PATTERN.match(child.name) and child.is_dir() and not is_complete(child):
+            warn(f"{child} is an interrupted save (no COMPLETE marker); removing it before resuming.")
+            shutil.rmtree(child)
+            dropped.append(child)
+    return dropped
+
+
 def training_arguments(train: TrainSettings, out_dir: Path, device: str, has_eval: bool):
     """The Hugging Face TrainingArguments for these settings."""
     import torch
@@ -510,6 +526,7 @@ def run_training(request: TrainRequest, source=None) -> dict:
         if resume_from is None:
             raise ModelError(f"--resume: {out_dir} has no complete checkpoint-N folder; start without --resume.")
         check_resume_compatible(resume_from, settings)
+        drop_incomplete_checkpoints(out_dir)
     elif out_dir.exists() and any(out_dir.glob("checkpoint-*")):
         raise ModelError(f"{out_dir} already holds checkpoints; pass --resume to continue or choose a new --out.")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -94,9 +94,30 @@ def load_llm(source: str | Path, device: str, quantize_4bit: bool):
         raise ModelError(f"cannot load the language model from {model_dir}: {exc}") from exc
     if not quantize_4bit:
         model.to(device)
+    else:
+        keep_one_cpu_4bit_kernel(model)
     model.requires_grad_(False)
     model.eval()
     return model
+
+
+def keep_one_cpu_4bit_kernel(model) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for its CPU inference kernel.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 converts a ``Linear4bit`` weight to another
+    packed layout on its first no-grad eval forward and keeps it: every later forward, training
+    included, then takes a different kernel with slightly different numerics (~1e-3 in the loss),
+    so a run with a validation pass would not match its own resumed continuation. One kernel
+    for everything keeps CPU results reproducible. No effect on CUDA. Returns the layers changed.
+    """
+    import bitsandbytes as bnb
+
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
 
 
 def enable_checkpointing(model) -> None:

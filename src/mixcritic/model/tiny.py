@@ -56,12 +56,16 @@ class TinySpec:
     """Attention heads (2 key/value heads, grouped-query attention as in Qwen2)."""
     vocab_size: int = 512
     """Target size of the BPE vocabulary trained on the template texts."""
+    lm_head_std: float = 0.4
+    """Init std of the output head. With Qwen2's default 0.02 a random head caps every logit near
+    +-1.3 after the final RMSNorm, so the frozen tiny LLM could never become confident (loss stuck
+    near ln(vocab)); a trained LLM's head has no such limit. 0.4 gives logits of std ~3."""
     seed: int = 0
     """Seed of the random initialisation."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if name != "seed" and value < 1:
+            if name not in ("seed", "lm_head_std") and value < 1:
                 raise ValueError(f"TinySpec.{name} must be >= 1, got {value}")
         if self.llm_hidden % self.llm_heads or self.encoder_hidden % self.encoder_heads:
             raise ValueError("hidden sizes must be divisible by the number of heads")
@@ -216,6 +220,8 @@ def build_tiny_qwen2(out_dir: Path, spec: TinySpec, vocab_size: int, eos_id: int
     )
     torch.manual_seed(spec.seed + 1)
     model = Qwen2ForCausalLM(config)
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0.0, spec.lm_head_std)
     model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id, do_sample=False)
     model.save_pretrained(str(out_dir))
     return out_dir
