@@ -152,3 +152,38 @@ def test_option_errors_are_one_line(tmp_path):
     assert "give either --model RUN or --baseline NAME" in result.output
     result = runner.invoke(app, ["evaluate", str(tmp_path), "--baseline", "median"])
     assert result.exit_code == 1 and "--baseline 'median' is unknown" in result.output
+
+
+@pytest.fixture(scope="session")
+def tiny_run(toy_data, tmp_path_factory) -> Path:
+    """A tiny random-init critic trained for 2 steps on the toy data (CPU, seconds)."""
+    import torch
+
+    torch.set_num_threads(1)
+    run_dir = tmp_path_factory.mktemp("tiny-run") / "run"
+    result = runner.invoke(app, ["train", str(toy_data), "--out", str(run_dir), "--preset", "tiny", "--max-steps", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def test_evaluate_a_tiny_model_end_to_end(toy_data, tiny_run, tmp_path):
+    import jsonschema
+
+    out = tmp_path / "model-eval"
+    args = ["evaluate", str(toy_data), "--model", str(tiny_run), "--limit", "10", "--batch-size", "4", "--device", "cpu", "--json", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    jsonschema.validate(report, schema())
+    assert report["predictor"]["kind"] == "model" and report["predictor"]["settings"]["sample_rate_hz"] == 24_000
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == report["metrics"]["n"] == 10
+    assert all(isinstance(line["response"], str) for line in lines)
+    # A 2-step model answers nonsense: whatever it says is parsed, unparseable answers are kept.
+    confusion_total = sum(map(sum, report["metrics"]["confusion"]["counts"]))
+    assert confusion_total == 10
+    unparseable = report["metrics"]["unparseable"]["count"]
+    assert unparseable == sum(row[-1] for row in report["metrics"]["confusion"]["counts"])
+    # Re-running finds every answer on disk and generates nothing; the report is unchanged.
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and json.loads(again.stdout) == report
