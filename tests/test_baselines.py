@@ -109,3 +109,14 @@ def test_read_predictions_drops_a_half_written_line(tmp_path):
     path.write_text(lines[0] + "\n{broken\n" + lines[1] + "\n", encoding="utf-8")
     with pytest.raises(Exception, match=r"predictions.jsonl:2: damaged line"):
         read_predictions(path)
+
+
+def test_confusion_png_is_optional(tmp_path, monkeypatch):
+    import sys
+
+    from mixcritic.evaluate import write_confusion_png
+
+    confusion = {"rows": ["a"], "columns": ["a", "unparseable"], "counts": [[1, 0]]}
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the plot extra were not installed
+    assert write_confusion_png(confusion, tmp_path / "confusion.png", "x") is None
+    assert not (tmp_path / "confusion.png").exists()

@@ -23,7 +23,7 @@ import json
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from mixcritic import __version__
@@ -528,8 +528,3 @@ def write_confusion_png(confusion: dict, path: Path, title: str) -> Path | None:
     plt.close(fig)
     os.replace(tmp, path)
     return path
-
-
-def config_summary(config: EvaluateConfig) -> dict:
-    """The resolved config, JSON-ready."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
