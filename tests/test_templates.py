@@ -161,6 +161,9 @@ def flaw(category, stem, correction=None):
         ("The drums are a bit too loud.", flaw("loud", "drums")),
         ("Turn down the bass.", flaw("loud", "bass")),
         ("The bass is buried.", flaw("very_quiet", "bass")),
+        ("The mix has a bit too much bass.", flaw("loud", "bass")),
+        ("The vocals are way too loud.", flaw("very_loud", "vocals")),
+        ("The kick is much louder than it should be", flaw("very_loud", "drums")),
         # no error, in several phrasings
         ("The mix is well balanced.", Label("no_error")),
         ("No changes needed - every stem including the vocals sits well.", Label("no_error")),
@@ -205,6 +208,20 @@ def test_parser_reads_free_text(text, expected):
 )
 def test_parser_returns_none_for_unclear_answers(text):
     assert parse_response(text) is None
+
+
+def test_parser_never_raises_on_random_text():
+    rng = np.random.default_rng(3)
+    words = ["raise", "cut", "the", "vocals", "drums", "bass", "by", "3", "-6", "to", "+12", "db", "dB", "and",
+             "too", "loud", "quiet", "not", "no", "change", "far", "a little", "–", ".", ",", "!!", "balanced", "0"]
+    for _ in range(500):
+        text = " ".join(rng.choice(words, size=int(rng.integers(0, 14))))
+        result = parse_response(text)
+        assert result is None or isinstance(result, Label)
+        if result is not None and result.category != "no_error":
+            assert result.stem in TARGET_STEMS
+            low, high = result.correction_db
+            assert low <= high and (low > 0 if result.direction == "increase" else high < 0)
 
 
 def test_rejected_labels_differ_in_the_way_their_kind_says():

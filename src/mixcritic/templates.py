@@ -251,7 +251,8 @@ _TOO_LOUD = re.compile(
     r"|\b(?:sits?|is) (?:a bit |a little |slightly |too |way |far )?high\b|\bless (?:level|gain|volume)\b"
 )
 _SEVERE = re.compile(
-    r"\b(?:far|much|way|very|really|extremely|seriously|significantly|substantially|heavily|badly|massively"
+    r"\b(?:far|much|way) (?:too|more|less|louder|quieter|softer|lower|higher)\b|\bby far\b"
+    r"|\b(?:very|really|extremely|seriously|significantly|substantially|heavily|badly|massively"
     r"|hugely|severely|overly|big|large|a lot)\b|\bbarely audible\b|\bburied\b|\bnearly lost\b"
     r"|\boverpower\w*|\bdominat\w*|\bdrown\w*"
 )
@@ -303,7 +304,9 @@ def parse_response(text: str) -> Label | None:
     conflict -> None. The category is the direction plus the stated range's midpoint (below 6 dB
     -> quiet/loud, above -> very_quiet/very_loud, exactly 6 -> severity words, then the milder
     one); without numbers, severity words decide and ``correction_db`` is the category's range.
-    A no-error statement without a complete flaw claim (stem + direction + numbers) -> no_error.
+    A no-error statement ("well balanced", "no change needed") gives no_error unless the text
+    also names one stem and a direction (then it is that flaw); with a direction and numbers but
+    no single stem -> None. Negated verbs and states ("don't boost", "not too loud") say nothing.
     """
     if not isinstance(text, str):
         return None
