@@ -113,6 +113,9 @@ def test_interrupted_evaluation_resumes_to_the_same_report(toy_data, tmp_path, m
     assert resumed == whole
     assert (out / "report.json").read_text() == (tmp_path / "whole" / "report.json").read_text()
     assert len(predictions.read_text().splitlines()) == 60
+    # Nothing left to answer: the report is rebuilt without loading (or fitting) a predictor.
+    monkeypatch.setattr(ev, "make_predictor", lambda *a, **k: pytest.fail("predictor loaded with nothing to answer"))
+    assert run(toy_data, out, baseline="random", seed=5, batch_size=7, limit=60) == whole
 
 
 def test_a_different_evaluation_in_the_same_folder_is_refused(toy_data, tmp_path):

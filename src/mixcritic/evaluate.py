@@ -38,6 +38,7 @@ REPORT_SCHEMA_VERSION = 1
 
 PREDICTIONS_FILE = "predictions.jsonl"
 RUN_FILE = "evaluation.json"
+PREDICTOR_FILE = "predictor.json"
 REPORT_FILE = "report.json"
 TRAIN_SPLIT, VALIDATION_SPLIT = "train", "valid"
 
@@ -62,7 +63,7 @@ class EvaluateConfig:
     seed: int = 0
     """Seed of the ``--limit`` draw and of the random baseline."""
     out_dir: Path | None = None
-    """Report folder; None = ``RUN/eval/<split>`` or ``DATA/eval/<baseline>-<split>``."""
+    """Report folder; None = ``RUN/eval/<split>-<limit|all>-s<seed>`` or ``DATA/eval/<baseline>-<split>-...``."""
     batch_size: int = 8
     """Clips per ``generate`` call."""
     device: str = "auto"
@@ -191,9 +192,11 @@ class BaselinePredictor:
         self.dataset = dataset
 
     def describe(self) -> dict:
+        """What the report says about the answering side."""
         return {"kind": "baseline", **self.baseline.describe()}
 
     def answer(self, records: list[dict]) -> list[dict]:
+        """``{"id", "response", "detail"?}`` per record, in order."""
         from mixcritic.templates import render_response
 
         out = []
@@ -228,11 +231,13 @@ class ModelPredictor:
         self.level_shift_db = 0.0 if target is None else float(target) - dataset_target_lufs(dataset)
 
     def describe(self) -> dict:
+        """What the report says about the answering side: the run and its settings."""
         settings = {k: v for k, v in dict(self.critic.settings).items() if _jsonable(v)}
         return {"kind": "model", "name": "model", "run_dir": str(self.model_dir), "settings": settings,
                 "level_shift_db": self.level_shift_db}
 
     def answer(self, records: list[dict]) -> list[dict]:
+        """``{"id", "response"}`` per record, in order; clips of equal length share a generate call."""
         import numpy as np
 
         from mixcritic.audio import apply_gain_db
@@ -368,15 +373,17 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, warn: Cal
     predictions_path = config.out_dir / PREDICTIONS_FILE
     done = read_predictions(predictions_path)
     todo = [r for r in records if r["id"] not in done]
-    predictor = make_predictor(config, dataset, progress, warn)
-    if todo:
+    predictor_path = config.out_dir / PREDICTOR_FILE
+    if todo or not predictor_path.exists():  # nothing left to answer: no need to load a model
+        predictor = make_predictor(config, dataset, progress, warn)
+        write_text_atomic(predictor_path, json.dumps(predictor.describe(), indent=2) + "\n")
         batches = list(batched(todo, config.batch_size))
         for batch in wrap(batches, len(batches), f"Answering {len(todo)} of {len(records)} clips"):
             answers = predictor.answer(batch)
             append_predictions(predictions_path, answers)
             done.update((a["id"], a) for a in answers)
-
-    report = assemble_report(config, dataset, records, done, predictor.describe(), len(split_records))
+    description = json.loads(predictor_path.read_text(encoding="utf-8"))
+    report = assemble_report(config, dataset, records, done, description, len(split_records))
     write_report_files(report, config.out_dir)
     return report
 
