@@ -69,7 +69,10 @@ def test_random_baseline_is_seeded_and_near_chance(toy_data, tmp_path):
 
 
 def test_loudness_baseline_recovers_injected_flaws(toy_data, tmp_path):
+    import jsonschema
+
     report = run(toy_data, tmp_path / "loud", baseline="loudness")
+    jsonschema.validate(report, schema())
     metrics = report["metrics"]
     predictor = report["predictor"]
     assert predictor["sees_separate_stems"] is True
