@@ -22,10 +22,11 @@ class FakeSource:
 
     def __init__(self, n_train: int = 8, n_val: int = 4, seconds: float = 1.0) -> None:
         self.seconds = seconds
-        self.info = {"segment_s": seconds, "target_lufs": -23.0, "template_version": "test-1"}
+        self.info = {"options": {"segment_s": seconds, "target_lufs": -23.0}, "template_version": "test-1",
+                     "sample_rate_hz": RATE_HZ}
         answers = [f"The {stem} is too loud." for stem in TARGET_STEMS]
-        self._records = {"train": [], "val": []}
-        for split, count in (("train", n_train), ("val", n_val)):
+        self._records = {"train": [], "valid": []}
+        for split, count in (("train", n_train), ("valid", n_val)):
             for i in range(count):
                 k = i % len(answers)
                 self._records[split].append({

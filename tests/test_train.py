@@ -146,7 +146,7 @@ def test_batched_generation_matches_one_by_one(full_run):
     out, _ = full_run
     critic = load_critic(out, device="cpu")
     source = FakeSource()
-    records = source.records("val")[:3]
+    records = source.records("valid")[:3]
     clips = torch.stack([torch.from_numpy(source.render(r)) for r in records]).numpy()
     texts = [r["instruction"] + " Please answer." * i for i, r in enumerate(records)]
     batched = critic.generate(clips, texts, max_new_tokens=12)

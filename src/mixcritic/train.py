@@ -26,7 +26,7 @@ from mixcritic.errors import DatasetError, ModelError
 
 PRESETS = ("paper", "tiny")
 TRAIN_SPLIT = "train"
-VALIDATION_SPLITS = ("val", "valid", "validation")
+VALIDATION_SPLIT = "valid"
 
 
 @dataclass(frozen=True)
@@ -155,29 +155,33 @@ class CriticCollator:
 
 
 def validation_split(source) -> str | None:
-    """Name of the dataset's validation split, or None when it has none."""
-    for name in VALIDATION_SPLITS:
-        try:
-            if source.records(name):
-                return name
-        except (KeyError, ValueError, DatasetError):
-            continue
-    return None
+    """``valid`` when the dataset has validation samples, else None (no validation loss)."""
+    try:
+        return VALIDATION_SPLIT if source.records(VALIDATION_SPLIT) else None
+    except DatasetError:
+        return None
 
 
 def dataset_audio_settings(source) -> dict:
-    """segment_s, target_lufs and template_version of a dataset (from dataset.json / the manifest)."""
-    from mixcritic.labels import DEFAULT_TARGET_LUFS
+    """segment_s, target_lufs and template_version of a dataset (its ``dataset.json``)."""
+    from mixcritic.labels import MODEL_SAMPLE_RATE_HZ
 
     info = source.info
-    options = info.get("options", {}) if isinstance(info.get("options"), dict) else {}
-    records = source.records(TRAIN_SPLIT)
-    if not records:
+    try:
+        options = info["options"]
+        settings = {
+            "segment_s": float(options["segment_s"]),
+            "target_lufs": float(options["target_lufs"]),
+            "template_version": str(info["template_version"]),
+        }
+        rate_hz = int(info["sample_rate_hz"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetError(f"dataset.json lacks {exc}; re-run `mixcritic synth` with this version of mixcritic.") from None
+    if rate_hz != MODEL_SAMPLE_RATE_HZ:
+        raise DatasetError(f"dataset sample rate is {rate_hz} Hz; the encoder needs {MODEL_SAMPLE_RATE_HZ} Hz.")
+    if not source.records(TRAIN_SPLIT):
         raise DatasetError("the dataset's train split is empty; run `mixcritic synth` on more tracks.")
-    segment_s = float(options.get("segment_s", info.get("segment_s", records[0]["duration_s"])))
-    target_lufs = float(options.get("target_lufs", info.get("target_lufs", DEFAULT_TARGET_LUFS)))
-    template_version = str(info.get("template_version", options.get("template_version", "")))
-    return {"segment_s": segment_s, "target_lufs": target_lufs, "template_version": template_version}
+    return settings
 
 
 # -- safe training-state files ---------------------------------------------------------------

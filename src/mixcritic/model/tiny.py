@@ -60,13 +60,19 @@ class TinySpec:
     """Init std of the output head. With Qwen2's default 0.02 a random head caps every logit near
     +-1.3 after the final RMSNorm, so the frozen tiny LLM could never become confident (loss stuck
     near ln(vocab)); a trained LLM's head has no such limit. 0.4 gives logits of std ~3."""
+    pretrain_steps: int = 300
+    """Text-only training steps on chat-formatted template texts after the random init, so the
+    tiny LLM "speaks" the answer format as a real instruct model speaks English (0 = pure
+    random init). The audio-to-answer mapping is never seen here: responses are drawn at random."""
     seed: int = 0
-    """Seed of the random initialisation."""
+    """Seed of the random initialisation and of the text-only pre-training."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if name not in ("seed", "lm_head_std") and value < 1:
+            if name not in ("seed", "lm_head_std", "pretrain_steps") and value < 1:
                 raise ValueError(f"TinySpec.{name} must be >= 1, got {value}")
+        if self.pretrain_steps < 0:
+            raise ValueError("TinySpec.pretrain_steps must be >= 0")
         if self.llm_hidden % self.llm_heads or self.encoder_hidden % self.encoder_heads:
             raise ValueError("hidden sizes must be divisible by the number of heads")
 
@@ -156,24 +162,19 @@ def build_tiny_mert(out_dir: Path, spec: TinySpec, weights_format: str = "safete
 
 def tokenizer_corpus() -> list[str]:
     """Texts the tiny tokenizer is trained on: every instruction and response template, rendered."""
-    from mixcritic.labels import CATEGORIES, TARGET_STEMS, Label
+    from mixcritic import templates
+    from mixcritic.labels import CATEGORIES, STEMS, TARGET_STEMS, Label
 
     texts: list[str] = []
-    try:
-        from mixcritic import templates
-    except ImportError:  # templates land from the `toy` branch; until then a minimal corpus
-        templates = None
-    if templates is not None:
-        stems_sets = [list(TARGET_STEMS) + ["other"], ["bass", "drums", "other"], ["drums", "vocals", "other"]]
-        for template_id in range(10):
-            for stems in stems_sets:
-                for anchor in TARGET_STEMS:
-                    texts.append(templates.render_instruction(template_id, 10.0, stems, anchor))
-            for category in CATEGORIES:
-                for stem in TARGET_STEMS:
-                    texts.append(templates.render_response(Label.for_flaw(category, stem), template_id))
-    words = " ".join(list(TARGET_STEMS) + ["other"] + list(CATEGORIES))
-    texts += [words, " ".join(str(n) for n in range(-20, 21)), "You are a helpful assistant.", "system user assistant"]
+    for template_id in range(len(templates.INSTRUCTION_TEMPLATES)):
+        for anchor in TARGET_STEMS:
+            texts.append(templates.render_instruction(template_id, 10.0, STEMS, anchor))
+            texts.append(templates.render_instruction(template_id, 7.5, (anchor, "other"), anchor))
+    for category in CATEGORIES:
+        for template_id in range(len(templates.RESPONSE_TEMPLATES[category])):
+            for stem in TARGET_STEMS:
+                texts.append(templates.render_response(Label.for_flaw(category, stem), template_id))
+    texts += ["You are a helpful assistant.", "system user assistant", " ".join(str(n) for n in range(-20, 21))]
     return texts
 
 
@@ -200,7 +201,7 @@ def build_tiny_tokenizer(out_dir: Path, spec: TinySpec, corpus: list[str] | None
     return fast
 
 
-def build_tiny_qwen2(out_dir: Path, spec: TinySpec, vocab_size: int, eos_id: int, pad_id: int) -> Path:
+def build_tiny_qwen2(out_dir: Path, spec: TinySpec, vocab_size: int, eos_id: int, pad_id: int, tokenizer=None) -> Path:
     """Random-init Qwen2-shaped causal LM saved with ``save_pretrained`` (safetensors)."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
@@ -222,9 +223,68 @@ def build_tiny_qwen2(out_dir: Path, spec: TinySpec, vocab_size: int, eos_id: int
     model = Qwen2ForCausalLM(config)
     with torch.no_grad():
         model.lm_head.weight.normal_(0.0, spec.lm_head_std)
+    if tokenizer is not None and spec.pretrain_steps:
+        pretrain_on_templates(model, tokenizer, spec)
     model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id, do_sample=False)
     model.save_pretrained(str(out_dir))
     return out_dir
+
+
+def template_conversations(count: int, seed: int) -> list[tuple[str, str]]:
+    """(user text, answer) pairs like the training prompts, with random labels and no audio."""
+    import random
+
+    from mixcritic import templates
+    from mixcritic.labels import CATEGORIES, STEMS, TARGET_STEMS, Label
+    from mixcritic.model.prompt import user_message
+
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(count):
+        anchor = rng.choice(TARGET_STEMS)
+        target = rng.choice([s for s in TARGET_STEMS if s != anchor])
+        category = rng.choice(CATEGORIES)
+        instruction = templates.render_instruction(rng.randrange(len(templates.INSTRUCTION_TEMPLATES)), 10.0, STEMS, anchor)
+        label = Label.for_flaw(category, target)
+        answer = templates.render_response(label, rng.randrange(len(templates.RESPONSE_TEMPLATES[category])))
+        pairs.append((user_message(instruction).replace("<|audio|>", ""), answer))
+    return pairs
+
+
+def pretrain_on_templates(model, tokenizer, spec: TinySpec, batch_size: int = 16, lr: float = 3e-3) -> list[float]:
+    """Full-parameter text-only training of the tiny LLM on chat-formatted template answers.
+
+    Single-threaded and seeded, so the result is reproducible on a given platform. Returns the
+    loss per step.
+    """
+    import torch
+
+    from mixcritic.model.critic import causal_lm_loss
+    from mixcritic.model.prompt import build_example, collate_examples
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(spec.seed + 2)
+    pairs = template_conversations(spec.pretrain_steps * batch_size, spec.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / spec.pretrain_steps)
+    model.train()
+    losses = []
+    try:
+        for step in range(spec.pretrain_steps):
+            chunk = pairs[step * batch_size:(step + 1) * batch_size]
+            batch = collate_examples([build_example(tokenizer, u, 0, a) for u, a in chunk], tokenizer.pad_token_id)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = causal_lm_loss(logits, batch["labels"])
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    return losses
 
 
 def spec_key(spec: TinySpec) -> str:
@@ -258,7 +318,7 @@ def ensure_tiny_base(spec: TinySpec | None = None, root: Path | None = None) -> 
     try:
         build_tiny_mert(tmp / "mert", spec)
         tokenizer = build_tiny_tokenizer(tmp / "qwen2", spec)
-        build_tiny_qwen2(tmp / "qwen2", spec, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+        build_tiny_qwen2(tmp / "qwen2", spec, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer)
         (tmp / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
         (tmp / "COMPLETE").write_text("ok\n")
         if base.exists():
