@@ -277,7 +277,7 @@ class LoudnessBaseline:
 
         ``progress(iterable, total, description)`` wraps the loops (a Rich bar in the CLI).
         Without a validation split the thresholds are fitted on the training split (a warning is
-        the caller's job) .
+        the caller's job).
         """
         wrap = progress or (lambda it, total, desc: it)
         train = dataset.records(train_split)

@@ -299,6 +299,8 @@ def make_predictor(config: EvaluateConfig, dataset, progress: Progress | None = 
     if config.baseline == "random":
         return BaselinePredictor(baselines.RandomBaseline.fit(dataset, TRAIN_SPLIT, config.seed), dataset)
     validation = VALIDATION_SPLIT if _has_records(dataset, VALIDATION_SPLIT) else None
+    if warn and config.split in (TRAIN_SPLIT, validation):
+        warn(f"the loudness baseline is fitted on '{config.split}' itself, so its scores there are optimistic; evaluate on 'test'")
     if validation is None and warn:
         warn(f"{config.data_dir} has no '{VALIDATION_SPLIT}' records: the loudness thresholds are fitted on '{TRAIN_SPLIT}'")
     fitted = baselines.LoudnessBaseline.fit(
