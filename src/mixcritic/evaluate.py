@@ -326,7 +326,7 @@ def run_identity(config: EvaluateConfig, dataset) -> dict:
 
     return {
         "data_dir": str(config.data_dir.resolve()),
-        "dataset_seed": dataset.info.get("seed"),
+        "dataset_options": dataset.info.get("options"),
         "split": config.split,
         "limit": config.limit,
         "seed": config.seed,
@@ -417,8 +417,9 @@ def assemble_report(config: EvaluateConfig, dataset, records: Sequence[dict], pr
             "dir": str(config.data_dir),
             "split": config.split,
             "split_records": split_size,
-            "dataset_seed": dataset.info.get("seed"),
-            "dataset_version": dataset.info.get("version"),
+            "dataset_seed": (dataset.info.get("options") or {}).get("seed"),
+            "dataset_format_version": dataset.info.get("format_version"),
+            "dataset_template_version": dataset.info.get("template_version"),
         },
         "sample": {"limit": config.limit, "seed": config.seed, "n": len(records)},
         "predictor": predictor,
