@@ -194,3 +194,16 @@ def test_case_rejects_unknown_truth():
         Case("x", "loud", "other", None)
     with pytest.raises(ValueError, match="unknown category"):
         Case("x", "too_loud", "bass", None)
+
+
+def test_bootstrap_interval_brackets_the_macro_and_is_seeded(report):
+    ci = report["by_category"]["macro_ci95"]
+    macro = report["by_category"]["macro"]
+    for key in ("both", "stem", "direction", "magnitude"):
+        low, high = ci[key]
+        assert 0.0 <= low <= macro[key] <= high <= 1.0
+        assert high - low > 0.1  # 14 cases cannot pin anything down
+    assert metrics.bootstrap_macro_ci(CASES) == metrics.bootstrap_macro_ci(CASES)
+    perfect = [Case(str(i), c.category, c.stem, Label.for_flaw(c.category, c.stem)) for i, c in enumerate(CASES)]
+    assert metrics.bootstrap_macro_ci(perfect) == {k: [1.0, 1.0] for k in ("both", "stem", "direction", "magnitude")}
+    assert metrics.bootstrap_macro_ci([]) == {k: None for k in ("both", "stem", "direction", "magnitude")}

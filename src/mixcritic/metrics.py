@@ -328,13 +328,51 @@ def category_accuracy(cases: Sequence[Case]) -> dict:
     return {"overall": overall, "macro": sum(per.values()) / len(per) if per else None, "per_category": per}
 
 
+def bootstrap_macro_ci(
+    cases: Sequence[Case], resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict[str, list[float] | None]:
+    """Percentile bootstrap interval of each macro accuracy of :func:`by_category`.
+
+    Samples are redrawn with replacement inside each category (the design is stratified by
+    category), the macro is recomputed ``resamples`` times, and the central ``level`` share of
+    those values is returned as ``[low, high]``; None where the macro is undefined. Seeded, so
+    the same cases always give the same interval.
+    """
+    import numpy as np
+
+    judges = {
+        "both": lambda c: both_correct(c),
+        "stem": lambda c: stem_correct(c),
+        "direction": lambda c: direction_correct(c),
+        "magnitude": lambda c: magnitude_correct(c),
+    }
+    rng = np.random.default_rng(seed)
+    tail = (1.0 - level) / 2.0
+    out: dict[str, list[float] | None] = {}
+    groups = [[c for c in cases if c.category == cat] for cat in REPORT_CATEGORIES]
+    draws = [rng.integers(0, len(g), size=(resamples, len(g))) if g else None for g in groups]
+    for key, judge in judges.items():
+        per_category = []
+        for group, idx in zip(groups, draws):
+            values = [judge(c) for c in group]
+            if not group or values[0] is None:
+                continue
+            per_category.append(np.asarray(values, dtype=np.float64)[idx].mean(axis=1))
+        if not per_category:
+            out[key] = None
+            continue
+        macro = np.mean(per_category, axis=0)
+        out[key] = [float(np.quantile(macro, tail)), float(np.quantile(macro, 1.0 - tail))]
+    return out
+
+
 def build_report(cases: Sequence[Case]) -> dict:
     """Every table of ``mixcritic evaluate`` as one JSON-ready dict (fractions, not percent)."""
     unparseable = sum(c.predicted is None for c in cases)
     return {
         "n": len(cases),
         "n_flawed": sum(c.flawed for c in cases),
-        "by_category": by_category(cases),
+        "by_category": {**by_category(cases), "macro_ci95": bootstrap_macro_ci(cases)},
         "by_stem": by_stem(cases),
         "by_direction": by_direction(cases),
         "tasks": detection_tasks(cases),
