@@ -194,3 +194,12 @@ def test_evaluate_a_tiny_model_end_to_end(toy_data, tiny_run, tmp_path):
     # Re-running finds every answer on disk and generates nothing; the report is unchanged.
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and json.loads(again.stdout) == report
+    # A retrained model in the same run folder does not inherit the old answers.
+    trained = next(p for p in (tiny_run / "model").iterdir() if p.suffix == ".safetensors")
+    original = trained.read_bytes()
+    try:
+        trained.write_bytes(original + b" ")
+        refused = runner.invoke(app, args)
+        assert refused.exit_code == 1 and "differs in: model_sha256" in refused.output
+    finally:
+        trained.write_bytes(original)

@@ -332,8 +332,28 @@ def run_identity(config: EvaluateConfig, dataset) -> dict:
         "seed": config.seed,
         "predictor": config.predictor_name,
         "model_dir": str(Path(config.model_dir).resolve()) if config.model_dir else None,
+        "model_sha256": model_fingerprint(Path(config.model_dir)) if config.model_dir else None,
         "template_version": TEMPLATE_VERSION,
     }
+
+
+def model_fingerprint(run_dir: Path) -> str:
+    """SHA-256 over the files of the model folder that ``load_critic`` would load.
+
+    Keeps answers of a retrained (or resumed) run from being mixed with older ones.
+    """
+    import hashlib
+
+    from mixcritic.model.checkpoint import find_model_folder
+
+    folder = find_model_folder(run_dir)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def check_or_write_identity(out_dir: Path, identity: dict) -> None:
