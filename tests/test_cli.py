@@ -27,3 +27,14 @@ def test_help_does_not_import_heavy_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_errors_are_one_line_without_markup_mangling(tmp_path):
+    """A project error prints `Error: <message>` verbatim (brackets kept), exit 1, no traceback."""
+    folder = tmp_path / "take [2] final"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a toy tree")
+    result = runner.invoke(app, ["toy-stems", str(folder), "--tracks", "1", "--seconds", "1"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert f"Error: {folder}: exists and is not a toy tree" in result.output

@@ -75,6 +75,35 @@ def test_vocals_sing_in_phrases_with_real_rests(songs):
         assert active >= 11, window_db  # most windows are sung
 
 
+def test_any_four_second_excerpt_holds_some_singing(songs):
+    """Rests last 2.0-2.8 s, so a 4 s chunk (the shortest synth segments in the tests) always has
+    at least 0.5 s of voice and is never gated out for silent vocals."""
+    for song in songs:
+        sung = np.abs(song["vocals"].mean(axis=1)) > 1e-4
+        for start in range(0, 16 * TOY_RATE_HZ + 1, TOY_RATE_HZ // 2):
+            assert sung[start : start + 4 * TOY_RATE_HZ].sum() > TOY_RATE_HZ // 2, start / TOY_RATE_HZ
+
+
+def test_levels_and_tempo_vary_per_seed():
+    songs = [make_toy_song(seed, 6.0) for seed in range(6)]
+    vocals_over_drums_db = [rms_db(s["vocals"]) - rms_db(s["drums"]) for s in songs]
+    assert np.ptp(vocals_over_drums_db) > 2.0, vocals_over_drums_db
+    beat_s = [_beat_period_s(song["drums"]) for song in songs]
+    assert all(60 / 136 - 0.02 <= b <= 60 / 84 + 0.02 for b in beat_s), beat_s
+    assert np.ptp(beat_s) > 0.05, beat_s
+
+
+def _beat_period_s(drums: np.ndarray) -> float:
+    """The strongest periodicity of the drum envelope between 84 and 136 BPM (10 ms frames)."""
+    mono = drums.mean(axis=1)
+    hop = 441
+    envelope = np.sqrt(np.mean(mono[: mono.size // hop * hop].reshape(-1, hop) ** 2, axis=1))
+    envelope -= envelope.mean()
+    corr = np.correlate(envelope, envelope, mode="full")[envelope.size - 1 :]
+    lags = np.arange(int(60 / 136 / 0.01) - 2, int(60 / 84 / 0.01) + 3)
+    return float(lags[np.argmax(corr[lags])] * 0.01)
+
+
 def test_drums_follow_a_beat_grid(songs):
     """Drum energy is periodic: the envelope's autocorrelation has a strong peak at a beat
     length between 84 and 136 BPM."""
@@ -192,6 +221,11 @@ def test_tree_refuses_other_options_and_foreign_folders(tmp_path):
         write_toy_tree(tmp_path / "music", tracks=2, seconds=1.0, seed=0)
     with pytest.raises(DatasetError, match="--seconds"):
         write_toy_tree(tmp_path / "new", tracks=2, seconds=0.5, seed=0)
+    with pytest.raises(DatasetError, match="--seconds"):
+        write_toy_tree(tmp_path / "new", tracks=2, seconds=601.0, seed=0)
+    with pytest.raises(DatasetError, match="--test-fraction"):
+        write_toy_tree(tmp_path / "new", tracks=2, seconds=1.0, seed=0, test_fraction=1.0)
+    assert not (tmp_path / "new").exists()
 
 
 runner = CliRunner()

@@ -47,7 +47,9 @@ def user_errors(func: Callable) -> Callable:
                 raise
             from mixcritic.console import stderr
 
-            stderr.print(f"[bold red]Error:[/bold red] {exc}", soft_wrap=True, markup=True, highlight=False)
+            from rich.text import Text
+
+            stderr.print(Text("Error: ", style="bold red") + Text(str(exc)), soft_wrap=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if _debug():

@@ -142,7 +142,7 @@ def format_duration_s(duration_s: float) -> str:
 
 def format_stems(stems: Iterable[str]) -> str:
     """Readable list in the canonical stem order: ``'bass, drums, other instruments and vocals'``."""
-    stems = set(stems)
+    stems = {stems} if isinstance(stems, str) else set(stems)
     unknown = stems - set(STEMS)
     if unknown:
         raise ValueError(f"unknown stems {sorted(unknown)}; expected some of {STEMS}")
@@ -155,13 +155,13 @@ def format_stems(stems: Iterable[str]) -> str:
 
 
 def render_instruction(template_id: int, duration_s: float, stems_present: Iterable[str], anchor_stem: str) -> str:
-    """The question for one sample. ``anchor_stem`` must be a target stem among ``stems_present``."""
+    """The question for one sample. ``anchor_stem`` must be bass, drums or vocals; ``stems_present``
+    is rendered as given, in the canonical stem order (it is not required to hold the anchor, so
+    that a tokenizer corpus can render every combination)."""
     template = _pick(INSTRUCTION_TEMPLATES, template_id, "instruction")
     stems_present = tuple(stems_present)
     if anchor_stem not in TARGET_STEMS:
         raise ValueError(f"anchor_stem {anchor_stem!r} cannot be the anchor; expected one of {TARGET_STEMS}")
-    if anchor_stem not in stems_present:
-        raise ValueError(f"anchor_stem {anchor_stem!r} is not in stems_present {stems_present}")
     if not duration_s > 0:
         raise ValueError(f"duration_s must be positive, got {duration_s!r}")
     return template.format(
@@ -219,7 +219,8 @@ _STEM_RE = {stem: re.compile(rf"\b(?:{pattern})\b") for stem, pattern in _STEM_P
 _ANY_STEM = "|".join(f"(?:{pattern})" for pattern in _STEM_PATTERNS.values())
 _REFERENCE_RE = re.compile(
     rf"\b(?:relative to|compared (?:to|with)|with respect to|against|versus|vs\.?|than|next to|over|under|"
-    rf"above|below|behind|underneath|anchor(?:ed)? (?:on|to)|reference)\s+(?:the\s+)?(?:{_ANY_STEM})\b"
+    rf"above|below|behind|underneath|anchor(?:ed)? (?:on|to)|reference|with|match(?:es|ing)?|"
+    rf"(?:to|at) the level of)\s+(?:the\s+)?(?:{_ANY_STEM})\b"
 )
 """A stem named as the reference ('louder than the drums') is the anchor, not the target."""
 
@@ -346,12 +347,18 @@ def _normalise(text: str) -> str:
 
 
 def _find_stem(norm: str) -> str | None | bool:
-    """The one target stem named (references removed); None if none, False if several."""
-    targets = _REFERENCE_RE.sub(" ", norm)
-    found = {stem for stem, pattern in _STEM_RE.items() if pattern.search(targets)}
+    """The one target stem named (references removed); None if none, False if several.
+
+    A stem that only appears as a reference ("the problem is with the vocals") still counts
+    when no other stem is named."""
+    found = _stems_named(_REFERENCE_RE.sub(" ", norm)) or _stems_named(norm)
     if len(found) > 1:
         return False
     return found.pop() if found else None
+
+
+def _stems_named(text: str) -> set[str]:
+    return {stem for stem, pattern in _STEM_RE.items() if pattern.search(text)}
 
 
 def _find_range(norm: str) -> tuple[tuple[float, float] | None, int]:

@@ -5,7 +5,7 @@ A toy song has the four MUSDB18-HQ stems, each ``(samples, 2)`` float32 stereo a
 - ``drums``: kick, snare and hi-hats on a beat grid, with per-hit velocity;
 - ``bass``: a plucked, harmonic bass line on the roots and fifths of a chord progression;
 - ``vocals``: a vocal-like melody (a harmonic tone shaped by vowel formants, with vibrato and
-  glides) sung in phrases separated by rests of at least a bar;
+  glides) sung in legato phrases separated by rests of 2.0-2.8 s;
 - ``other``: sustained chord pads, one voice per chord tone, spread across the stereo field.
 
 Tempo, key, mode, progression, rhythm patterns, stereo placement and stem levels are drawn from
@@ -34,6 +34,10 @@ TOY_VERSION = "1"
 
 TOY_RATE_HZ = 44_100
 """Sample rate of the written stems (MUSDB18-HQ's)."""
+
+MIN_SECONDS = 1.0
+MAX_SECONDS = 600.0
+"""Song length limits of a toy tree; a song needs about 4.5 MB of memory per second while it is made."""
 
 TREE_INFO_NAME = "toy.json"
 """File at the root of a toy tree recording the options it was written with (for resume)."""
@@ -92,6 +96,8 @@ class _Notes:
     length_s: np.ndarray
     midi: np.ndarray
     velocity: np.ndarray
+    legato: np.ndarray | None = None
+    """True where a note follows the previous one without a gap (no new attack)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,8 +195,8 @@ def claim_toy_tree(out_dir: str | Path, tracks: int, seconds: float, seed: int, 
     """
     if tracks < 1:
         raise DatasetError(f"--tracks must be at least 1, got {tracks}")
-    if not seconds >= 1.0 or not np.isfinite(seconds):
-        raise DatasetError(f"--seconds must be at least 1 s, got {seconds}")
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
+        raise DatasetError(f"--seconds must be between {MIN_SECONDS:g} and {MAX_SECONDS:g} s, got {seconds}")
     if not 0.0 <= test_fraction < 1.0:
         raise DatasetError(f"--test-fraction must be in [0, 1), got {test_fraction}")
     out_dir = Path(out_dir)
@@ -316,8 +322,8 @@ def _current_event(start_s: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np
 
 def _note_envelope(dt_s: np.ndarray, length_s: np.ndarray, attack_s: float, release_s: float) -> np.ndarray:
     """Attack ramp, sustain, linear release after the note's length; 0 before start and after."""
-    env = np.clip(dt_s / attack_s, 0.0, 1.0)
-    env *= np.clip(1.0 - (dt_s - length_s) / release_s, 0.0, 1.0)
+    env = np.clip(dt_s / np.float32(attack_s), 0.0, 1.0)
+    env *= np.clip(np.float32(1.0) - (dt_s - length_s.astype(np.float32)) / np.float32(release_s), 0.0, 1.0)
     return env
 
 
@@ -359,8 +365,8 @@ def _pan(mono: np.ndarray, position: float) -> np.ndarray:
     return out
 
 
-def _one_pole_highpass(x: np.ndarray) -> np.ndarray:
-    """A crude high-pass (first difference), enough to make noise hiss like a hi-hat."""
+def _first_difference(x: np.ndarray) -> np.ndarray:
+    """A crude high-pass: ``x[n] - x[n-1]`` (+6 dB/octave tilt), enough to make noise hiss."""
     out = np.empty_like(x)
     out[0] = x[0]
     out[1:] = x[1:] - x[:-1]
@@ -372,7 +378,7 @@ def _one_pole_highpass(x: np.ndarray) -> np.ndarray:
 
 
 def _render_drums(rng: np.random.Generator, song: _Song, t_s: np.ndarray, rate_hz: int) -> np.ndarray:
-    """Kick (pitch-swept sine), snare (tone + noise) and hats (high-passed noise), stereo."""
+    """Kick (pitch-swept sine), snare (tone + noise) and hats (high-passed noise), stereo float32."""
     sixteenth_s = song.beat_s / 4
     steps = song.bars * 16
     step = np.arange(steps)
@@ -406,18 +412,21 @@ def _drum_voice(
     low_velocity: float,
     high_velocity: float,
 ) -> np.ndarray:
-    """Render a monophonic drum voice: each hit cuts the previous one."""
+    """Render a monophonic drum voice: each hit is faded out over 4 ms just before the next one
+    (no click where a ringing hit is cut)."""
     if hit_s.size == 0:
-        return np.zeros_like(t_s)
-    velocity = rng.uniform(low_velocity, high_velocity, size=hit_s.size)
+        return np.zeros(t_s.shape[0], dtype=np.float32)
+    velocity = rng.uniform(low_velocity, high_velocity, size=hit_s.size).astype(np.float32)
+    gap_s = np.append(np.diff(hit_s), np.inf).astype(np.float32)
     idx, dt_s = _current_event(hit_s, t_s)
-    out = hit(dt_s) * velocity[idx]
+    cut = np.clip((gap_s[idx] - dt_s) / np.float32(0.004), 0.0, 1.0)
+    out = hit(dt_s) * velocity[idx] * cut
     out[dt_s < 0] = 0.0
     return out
 
 
 def _kick_hit(dt_s: np.ndarray) -> np.ndarray:
-    """A kick: sine swept from 150 Hz down to 50 Hz, 0.3 s decay."""
+    """A kick: sine swept from 150 Hz down to 50 Hz (30 ms), decaying with a 0.12 s time constant."""
     dt = np.maximum(dt_s, 0.0)
     f_end, f_start, sweep_s = 50.0, 150.0, 0.03
     phase = _TWO_PI * (f_end * dt + (f_start - f_end) * sweep_s * (1.0 - np.exp(-dt / sweep_s)))
@@ -425,7 +434,7 @@ def _kick_hit(dt_s: np.ndarray) -> np.ndarray:
 
 
 def _snare_hit(rng: np.random.Generator, samples: int) -> Callable[[np.ndarray], np.ndarray]:
-    noise = _one_pole_highpass(_noise(rng, samples)) * np.float32(0.6)
+    noise = _first_difference(_noise(rng, samples)) * np.float32(0.6)
 
     def hit(dt_s: np.ndarray) -> np.ndarray:
         dt = np.maximum(dt_s, 0.0)
@@ -436,7 +445,7 @@ def _snare_hit(rng: np.random.Generator, samples: int) -> Callable[[np.ndarray],
 
 
 def _hat_hit(rng: np.random.Generator, samples: int) -> Callable[[np.ndarray], np.ndarray]:
-    noise = _one_pole_highpass(_one_pole_highpass(_noise(rng, samples))) * np.float32(0.8)
+    noise = _first_difference(_first_difference(_noise(rng, samples))) * np.float32(0.8)
 
     def hit(dt_s: np.ndarray) -> np.ndarray:
         dt = np.maximum(dt_s, 0.0)
@@ -474,7 +483,9 @@ def _render_pads(rng: np.random.Generator, song: _Song, t_s: np.ndarray, rate_hz
     start_s = np.arange(song.bars) * bar_s
     idx, dt_s = _current_event(start_s, t_s)
     # Chords follow each other without a gap (the phase runs on), each with a soft swell.
-    env = np.float32(0.85) + np.float32(0.15) * np.exp(-np.maximum(dt_s, 0.0) / np.float32(0.4))
+    dt = np.maximum(dt_s, 0.0)
+    swell = (np.float32(1.0) - np.exp(-dt / np.float32(0.05))) * np.exp(-dt / np.float32(0.4))
+    env = np.float32(0.85) + np.float32(0.15) * swell  # continuous across chord changes
     fade_in = min(env.shape[0], int(0.3 * rate_hz))
     env[:fade_in] *= np.linspace(0.0, 1.0, fade_in, endpoint=False, dtype=np.float32)
     roots = np.asarray(song.chords)
@@ -492,8 +503,12 @@ def _render_pads(rng: np.random.Generator, song: _Song, t_s: np.ndarray, rate_hz
 
 
 def _vocal_notes(rng: np.random.Generator, song: _Song) -> _Notes:
-    """Phrases of 6..12 beats of melody separated by rests of 4..7 beats (at least one bar)."""
-    starts, lengths, degrees = [], [], []
+    """Legato phrases of 6..12 beats separated by rests of 2.0..2.8 s (whole beats).
+
+    Rests that long always hold a silent 1 s window, and a 4 s excerpt always holds some singing.
+    """
+    rest_beats = (int(np.ceil(2.0 / song.beat_s)), max(int(np.ceil(2.0 / song.beat_s)), int(2.8 / song.beat_s)))
+    starts, lengths, degrees, legato, gap_after = [], [], [], [], []
     beat = float(rng.integers(0, 2))  # the singer may come in a beat late, never later
     total_beats = song.bars * 4
     degree = int(rng.integers(0, 5))
@@ -503,19 +518,23 @@ def _vocal_notes(rng: np.random.Generator, song: _Song) -> _Notes:
             length = float(rng.choice([0.5, 1.0, 1.0, 1.5, 2.0]))
             length = min(length, phrase_end - beat)
             degree = int(np.clip(degree + rng.choice([-2, -1, -1, 0, 1, 1, 2, 3]), -2, 7))
+            legato.append(bool(starts) and not gap_after[-1])
             starts.append(beat)
             lengths.append(length)
             degrees.append(degree)
+            gap_after.append(False)
             beat += length
-        beat += int(rng.integers(4, 8))  # rest: >= 1.76 s at the fastest tempo
-    starts_beats = np.asarray(starts)
-    lengths_beats = np.asarray(lengths)
+        gap_after[-1] = True
+        beat += int(rng.integers(rest_beats[0], rest_beats[1] + 1))
+    # Notes run into the next one inside a phrase; the last note of a phrase is let go a bit early.
+    lengths_beats = np.asarray(lengths) * np.where(gap_after, 0.95, 1.0)
     midi = song.key_midi + 24 + _degree_to_semitones(song.scale, np.asarray(degrees))
     return _Notes(
-        start_s=starts_beats * song.beat_s,
-        length_s=lengths_beats * song.beat_s * 0.95,
+        start_s=np.asarray(starts) * song.beat_s,
+        length_s=lengths_beats * song.beat_s,
         midi=midi,
         velocity=rng.uniform(0.75, 1.0, size=len(starts)),
+        legato=np.asarray(legato),
     )
 
 
@@ -523,7 +542,15 @@ def _render_vocals(rng: np.random.Generator, song: _Song, t_s: np.ndarray, rate_
     """A sung melody: harmonic tone, per-note vowel formants, delayed vibrato, glides, breath."""
     notes = _vocal_notes(rng, song)
     idx, dt_s = _current_event(notes.start_s, t_s)
-    env = _note_envelope(dt_s, notes.length_s[idx], 0.04, 0.12) * notes.velocity[idx]
+    previous = np.maximum(np.arange(notes.midi.size) - 1, 0)
+    # How much of the previous note is still heard: loudness and timbre move over 30 ms at a
+    # legato note change instead of jumping; a note after a rest starts with a 40 ms attack.
+    carry = np.exp(-np.maximum(dt_s, 0.0) / np.float32(0.03)) * notes.legato[idx]
+    attack = np.where(notes.legato[idx], np.float32(1.0), np.clip(dt_s / np.float32(0.04), 0.0, 1.0))
+    length_s = notes.length_s.astype(np.float32)[idx]
+    env = attack * np.clip(np.float32(1.0) - (dt_s - length_s) / np.float32(0.12), 0.0, 1.0)
+    velocity = notes.velocity.astype(np.float32)
+    env *= velocity[idx] + (velocity[previous] - velocity)[idx] * carry
 
     # Pitch deviation in semitones (float32): a glide from the previous note, then vibrato.
     step_from_previous = np.diff(notes.midi, prepend=notes.midi[:1]).astype(np.float32)
@@ -543,13 +570,15 @@ def _render_vocals(rng: np.random.Generator, song: _Song, t_s: np.ndarray, rate_
     gains = 0.15 / harmonics + (bumps * _FORMANT_GAINS).sum(axis=2)
     gains[partial_hz > 0.45 * rate_hz] = 0.0
     gains_by_harmonic = np.ascontiguousarray(gains.T, dtype=np.float32)  # (harmonics, notes)
-    breath = _one_pole_highpass(_noise(rng, t_s.shape[0])) * np.float32(0.035)
+    gain_steps = gains_by_harmonic[:, previous] - gains_by_harmonic
+    breath = _first_difference(_noise(rng, t_s.shape[0])) * np.float32(0.035)
 
     sounding = env > 0  # synthesise only where the singer sings
-    note, phase = idx[sounding], phase[sounding]
+    note, phase, carry = idx[sounding], phase[sounding], carry[sounding]
     tone = np.zeros(note.shape[0], dtype=np.float32)
     for k in harmonics:
-        tone += np.take(gains_by_harmonic[k - 1], note) * np.sin(np.float32(k) * phase)
+        gain = np.take(gains_by_harmonic[k - 1], note) + np.take(gain_steps[k - 1], note) * carry
+        tone += gain * np.sin(np.float32(k) * phase)
     out = np.zeros(t_s.shape[0], dtype=np.float32)
     out[sounding] = (tone + breath[sounding]) * env[sounding]
     return out

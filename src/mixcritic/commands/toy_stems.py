@@ -20,7 +20,9 @@ def toy_stems(
         ),
     ],
     tracks: Annotated[int, typer.Option("--tracks", min=1, help="Number of songs to write.")] = 8,
-    seconds: Annotated[float, typer.Option("--seconds", min=1.0, help="Length of each song in seconds.")] = 30.0,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=1.0, max=600.0, help="Length of each song in seconds (1 to 600).")
+    ] = 30.0,
     seed: SeedOption = 0,
     test_fraction: Annotated[
         float,
@@ -74,4 +76,5 @@ def toy_stems(
         f"{tracks - n_test} in train/, {n_test} in test/, written in {elapsed_s:.1f} s{resumed}.\n"
         f"Next: mixcritic synth {out} --out DATA",
         soft_wrap=True,
+        markup=False,
     )
