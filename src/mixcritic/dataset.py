@@ -145,7 +145,8 @@ class Dataset:
         except KeyError:
             import difflib
 
-            close = difflib.get_close_matches(sample_id, list(self._by_id), n=3, cutoff=0.75)
+            same_track = [known for known in self._by_id if known.partition(".")[0] == sample_id.partition(".")[0]]
+            close = difflib.get_close_matches(sample_id, same_track or list(self._by_id), n=3, cutoff=0.75)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise DatasetError(
                 f"{self.root}: no sample with id {sample_id!r}. Ids are the `id` field of "
@@ -160,16 +161,23 @@ class Dataset:
         summed; with ``normalize`` (default) scaled to the dataset's ``target_lufs``
         (BS.1770 integrated loudness). Not clipped: peaks may exceed 1.0.
         """
-        stems, start, gains = self._segment(record)
-        mix = gains.astype(np.float32) @ stems
-        if not normalize:
-            return mix
-        loudness = self._loudness_lufs(record, mix, start, gains)
-        from mixcritic.audio import db_to_amplitude, is_silent
+        from mixcritic.audio import db_to_amplitude, is_silent, loudness_lufs
 
+        stems, start, gains = self._segment(record)
+        if not normalize:
+            return _mix(stems, gains)
+        loudness = self._cached_loudness_lufs(record["track_key"], start, stems.shape[1], gains)
+        if loudness is None:  # not on the 100 ms hop grid: measure the mix itself
+            mix = _mix(stems, gains)
+            loudness = loudness_lufs(mix, self.sample_rate_hz, name=f"sample {record.get('id')!r}")
+        else:  # fold the normalising gain into the stem gains: one pass over the audio
+            mix = None
         if is_silent(loudness):
             raise SilentAudioError(f"sample {record.get('id')!r}: the rendered mix is silent, so it cannot be normalised")
-        mix *= np.float32(db_to_amplitude(self.target_lufs - loudness))
+        scale = db_to_amplitude(self.target_lufs - loudness)
+        if mix is None:
+            return _mix(stems, gains * scale)
+        mix *= np.float32(scale)
         return mix
 
     def render_stems(self, record: dict) -> dict[str, np.ndarray]:
@@ -190,7 +198,8 @@ class Dataset:
         if track_key not in self._stems:
             path = stems_cache_path(self.root, track_key)
             try:
-                self._stems[track_key] = np.load(path, mmap_mode="r")
+                # A plain ndarray view of the map: arithmetic on np.memmap subclasses is slow.
+                self._stems[track_key] = np.asarray(np.load(path, mmap_mode="r"))
             except (OSError, ValueError) as exc:
                 raise DatasetError(f"{path}: unreadable stem cache ({exc}); re-run `mixcritic synth` to rebuild it") from None
         return self._stems[track_key]
@@ -231,19 +240,26 @@ class Dataset:
         gains[labels.STEMS.index(target)] = db_to_amplitude(gain_db)
         return stems[:, start : start + length], start, gains
 
-    def _loudness_lufs(self, record: dict, mix: np.ndarray, start: int, gains: np.ndarray) -> float:
-        """Integrated loudness of the rendered mix, from the hop cache when the chunk is hop-aligned."""
+    def _cached_loudness_lufs(self, track_key: str, start: int, length: int, gains: np.ndarray) -> float | None:
+        """Integrated loudness of the gain-weighted mix from the hop cache; None when not hop-aligned."""
         from mixcritic import stemloudness
 
         hop = stemloudness.hop_samples(self.sample_rate_hz)
-        if start % hop == 0 and mix.shape[0] % hop == 0:
-            first = start // hop
-            gram = self._hop_gram(record["track_key"])[first : first + mix.shape[0] // hop]
-            if gram.shape[0] == mix.shape[0] // hop:
-                return stemloudness.integrated_loudness_lufs(stemloudness.hop_energy(gram, gains), self.sample_rate_hz)
-        from mixcritic.audio import loudness_lufs
+        if start % hop or length % hop:
+            return None
+        gram = self._hop_gram(track_key)[start // hop : (start + length) // hop]
+        if gram.shape[0] != length // hop:
+            return None
+        return stemloudness.integrated_loudness_lufs(stemloudness.hop_energy(gram, gains), self.sample_rate_hz)
 
-        return loudness_lufs(mix, self.sample_rate_hz, name=f"sample {record.get('id')!r}")
+
+def _mix(stems: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """``sum_i gains[i] * stems[i]``: ``(n, samples)`` float32 -> ``(samples,)`` float32.
+
+    einsum runs single-threaded in numpy itself: a multi-threaded BLAS gemv here is no faster and
+    stalls badly when other processes (DataLoader workers, training) hold the cores.
+    """
+    return np.einsum("i,ij->j", gains.astype(np.float32), stems)
 
 
 def write_sample_wav(dataset: Dataset, record: dict, path: str | Path, normalize: bool = True) -> dict:
@@ -255,10 +271,10 @@ def write_sample_wav(dataset: Dataset, record: dict, path: str | Path, normalize
 
     from mixcritic.audio import loudness_lufs
 
-    audio = dataset.render(record, normalize=normalize)
     path = Path(path)
     if path.suffix.lower() != ".wav":
         raise DatasetError(f"--out {path}: must end in .wav")
+    audio = dataset.render(record, normalize=normalize)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

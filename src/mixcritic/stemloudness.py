@@ -35,6 +35,14 @@ ABSOLUTE_GATE_LUFS = -70.0
 RELATIVE_GATE_LU = -10.0
 """BS.1770 relative gate, below the absolutely-gated loudness."""
 
+DITHER = 1e-15
+"""Amplitude of a Nyquist-rate (+d, -d, ...) signal added before K-weighting.
+
+Digital silence drives IIR filters into denormal floats, which makes them ~8x slower. At
+-300 dBFS the dither changes any loudness above the -70 LUFS gate by less than 1e-10 LU, and a
+silent stem still measures far below the gate (about -290 LUFS instead of -inf).
+"""
+
 
 def hop_samples(rate_hz: int) -> int:
     """Samples per 100 ms hop; raises ValueError when the rate has no whole number of them."""
@@ -59,19 +67,56 @@ def kweighting_sos(rate_hz: int) -> np.ndarray:
     return np.array(rows)
 
 
+def kweighted(audio: np.ndarray, rate_hz: int) -> np.ndarray:
+    """K-weighted copy (float32) of ``audio`` ``(samples,)`` or ``(n, samples)``, along the last axis.
+
+    Filtered in float32 (25 % faster than float64; loudness from it differs by < 0.001 LU). A
+    -300 dBFS Nyquist-rate dither (``DITHER``) is added first to keep the filters out of denormals.
+    """
+    import scipy.signal
+
+    sos = kweighting_sos(rate_hz).astype(np.float32)
+    return scipy.signal.sosfilt(sos, np.add(audio, _dither(audio.shape[-1]), dtype=np.float32), axis=-1)
+
+
+_DITHER_CACHE = np.zeros(0, dtype=np.float32)
+
+
+def _dither(samples: int) -> np.ndarray:
+    """``(+DITHER, -DITHER, ...)`` float32 of length ``samples`` (a view of a cached, read-only array)."""
+    global _DITHER_CACHE
+    cached = _DITHER_CACHE
+    if cached.shape[0] < samples:
+        cached = np.full(max(samples, 2 * cached.shape[0]), DITHER, dtype=np.float32)
+        cached[1::2] = -DITHER
+        cached.flags.writeable = False
+        _DITHER_CACHE = cached
+    return cached[:samples]
+
+
+def gram_from_kweighted(weighted, rate_hz: int) -> np.ndarray:
+    """Per-hop cross-energies ``(hops, n, n)`` float64 of ``n`` K-weighted signals.
+
+    ``weighted``: a sequence of ``(samples,)`` arrays (or an ``(n, samples)`` array), cut to the
+    shortest; a trailing partial hop is ignored.
+    """
+    hop = hop_samples(rate_hz)
+    samples = min(w.shape[0] for w in weighted)
+    hops = samples // hop
+    views = [w[: hops * hop].reshape(hops, hop) for w in weighted]
+    gram = np.empty((hops, len(views), len(views)))
+    for i, first in enumerate(views):
+        for j in range(i, len(views)):
+            gram[:, i, j] = gram[:, j, i] = np.einsum("hk,hk->h", first, views[j])
+    return gram
+
+
 def hop_gram(stems: np.ndarray, rate_hz: int) -> np.ndarray:
     """K-weighted cross-energies of the stems per 100 ms hop: ``(hops, n_stems, n_stems)`` float64.
 
     ``stems``: ``(n_stems, samples)``. A trailing partial hop is ignored.
     """
-    import scipy.signal
-
-    hop = hop_samples(rate_hz)
-    n_stems, samples = stems.shape
-    hops = samples // hop
-    weighted = scipy.signal.sosfilt(kweighting_sos(rate_hz), stems[:, : hops * hop], axis=-1)
-    blocks = weighted.reshape(n_stems, hops, hop).transpose(1, 0, 2)
-    return blocks @ blocks.transpose(0, 2, 1)
+    return gram_from_kweighted([kweighted(row, rate_hz) for row in stems], rate_hz)
 
 
 def hop_energy(gram: np.ndarray, gains: np.ndarray) -> np.ndarray:

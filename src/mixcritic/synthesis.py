@@ -239,39 +239,59 @@ def seeded_rng(*parts: object) -> random.Random:
 # One track: stems -> cache
 
 
-def load_track_stems(track: Track, tolerance_s: float) -> np.ndarray:
-    """The track's stems, mono at 24 kHz, trimmed to the shortest: ``(4, samples)`` float32.
+def load_track(track: Track, tolerance_s: float, threads: int = 1) -> tuple[list[np.ndarray], np.ndarray]:
+    """The track's stems, mono at 24 kHz, trimmed to the shortest, and their per-hop K-weighted energies.
 
+    Returns ``(stems: 4 x (samples,) float32 in labels.STEMS order, hop_gram (hops, 4, 4) float64)``. The four stems are
+    read, downmixed, resampled and K-weighted in ``threads`` threads (the libraries release the GIL).
     Raises BrokenTrack naming the file for a missing, ambiguous, unreadable, empty or non-finite
-    stem, or when stem durations differ by more than ``tolerance_s``.
+    stem (the first in ``labels.STEMS`` order), or when stem durations differ by more than ``tolerance_s``.
     """
-    from mixcritic.audio import read_audio, resample, to_mono
+    from mixcritic.stemloudness import gram_from_kweighted
 
-    rate_hz = labels.MODEL_SAMPLE_RATE_HZ
-    mono, durations = [], []
+    paths = []
     for stem, candidates in track.files:
         if not candidates:
             raise BrokenTrack(track.folder / f"{stem}.wav", f"missing stem '{stem}' (no {stem}.<wav|flac|...> file)")
         if len(candidates) > 1:
-            raise BrokenTrack(candidates[0], f"{len(candidates)} files for stem '{stem}' ({', '.join(p.name for p in candidates)}); keep one")
-        try:
-            audio, source_hz = read_audio(candidates[0])
-        except AudioError as exc:
-            raise BrokenTrack(candidates[0], str(exc).removeprefix(f"{candidates[0]}: ")) from None
-        durations.append((audio.shape[0] / source_hz, candidates[0]))
-        mono.append(resample(to_mono(audio), source_hz, rate_hz))
-    (short_s, short_file), (long_s, long_file) = min(durations), max(durations)
+            names = ", ".join(p.name for p in candidates)
+            raise BrokenTrack(candidates[0], f"{len(candidates)} files for stem '{stem}' ({names}); keep one")
+        paths.append(candidates[0])
+    if threads > 1:
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(min(threads, len(paths))) as pool:
+            futures = [pool.submit(_load_stem, path) for path in paths]
+            concurrent.futures.wait(futures)
+            loaded = [future.result() for future in futures]  # re-raises the first broken stem, in stem order
+    else:
+        loaded = [_load_stem(path) for path in paths]
+    durations = sorted((duration_s, path) for (_, _, duration_s), path in zip(loaded, paths))
+    (short_s, short_file), (long_s, long_file) = durations[0], durations[-1]
     if long_s - short_s > tolerance_s:
         raise BrokenTrack(
             short_file,
             f"is {short_s:.3f} s but {long_file.name} is {long_s:.3f} s (stems may differ by at most "
             f"{tolerance_s} s); the file may be truncated",
         )
-    samples = min(m.shape[0] for m in mono)
-    stems = np.stack([m[:samples] for m in mono])
-    if samples == 0 or not np.isfinite(stems).all():
-        raise BrokenTrack(track.folder, "stems are empty or non-finite after resampling")
-    return stems
+    samples = min(mono.shape[0] for mono, _, _ in loaded)
+    gram = gram_from_kweighted([weighted for _, weighted, _ in loaded], labels.MODEL_SAMPLE_RATE_HZ)
+    return [mono[:samples] for mono, _, _ in loaded], gram
+
+
+def _load_stem(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(mono 24 kHz float32, its K-weighted copy, source duration_s)``; raises BrokenTrack."""
+    from mixcritic.audio import read_audio, resample, to_mono
+    from mixcritic.stemloudness import kweighted
+
+    try:
+        audio, source_hz = read_audio(path)
+    except AudioError as exc:
+        raise BrokenTrack(path, str(exc).removeprefix(f"{path}: ")) from None
+    mono = resample(to_mono(audio), source_hz, labels.MODEL_SAMPLE_RATE_HZ)
+    if not np.isfinite(mono).all():
+        raise BrokenTrack(path, "is non-finite after resampling")
+    return mono, kweighted(mono, labels.MODEL_SAMPLE_RATE_HZ), audio.shape[0] / source_hz
 
 
 # ------------------------------------------------------------------------------------------------
@@ -389,6 +409,8 @@ class TrackJob:
     config: SynthConfig
     data_dir: Path
     digest: str
+    threads: int = 1
+    """Threads for the four stems of the track (not part of the output's identity)."""
 
 
 def build_track(job: TrackJob) -> dict:
@@ -396,17 +418,14 @@ def build_track(job: TrackJob) -> dict:
 
     Returns ``{"key", "ok": True, "samples"}`` or ``{"key", "ok": False, "file", "reason"}``.
     """
-    from mixcritic.stemloudness import hop_gram
-
     track, config = job.track, job.config
     try:
-        stems = load_track_stems(track, config.length_tolerance_s)
+        stems, gram = load_track(track, config.length_tolerance_s, job.threads)
     except BrokenTrack as exc:
         return {"key": track.key, "ok": False, "file": str(exc.file), "reason": exc.reason}
-    gram = hop_gram(stems, labels.MODEL_SAMPLE_RATE_HZ)
     save_npy_atomic(stems_cache_path(job.data_dir, track.key), stems)
     save_npy_atomic(hops_cache_path(job.data_dir, track.key), gram)
-    unit = track_unit(track, config, stems.shape[1], gram)
+    unit = track_unit(track, config, stems[0].shape[0], gram)
     unit["digest"] = job.digest
     write_text_atomic(unit_path(job.data_dir, track.key), json.dumps(unit, ensure_ascii=False))
     return {"key": track.key, "ok": True, "samples": len(unit["records"])}
@@ -555,14 +574,24 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to ``path`` via a temporary file and ``os.replace``."""
+def save_npy_atomic(path: Path, array) -> None:
+    """Save an array, or a list of equal-length 1-D rows as one 2-D array, as ``.npy`` to ``path``.
+
+    Written via a temporary file and ``os.replace``; rows are written one by one (no stacked copy).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
-            np.save(handle, array)
+            if isinstance(array, np.ndarray):
+                np.save(handle, array)
+            else:
+                rows = [np.ascontiguousarray(row) for row in array]
+                header = {"descr": np.lib.format.dtype_to_descr(rows[0].dtype), "fortran_order": False, "shape": (len(rows), rows[0].shape[0])}
+                np.lib.format.write_array_header_1_0(handle, header)
+                for row in rows:
+                    row.tofile(handle)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -681,7 +710,8 @@ def synthesize(
     identity = run_identity(source, config)
     digest = prepare_data_dir(data_dir, identity, overwrite)
     done = {t.key: unit for t in tracks if (unit := load_unit(data_dir, t.key, digest)) is not None}
-    jobs = [TrackJob(t, config, data_dir, digest) for t in tracks if t.key not in done]
+    threads = stem_threads(workers)
+    jobs = [TrackJob(t, config, data_dir, digest, threads) for t in tracks if t.key not in done]
     broken: list[dict] = []
     warnings: list[str] = []
     by_key = {t.key: t for t in tracks}
@@ -702,9 +732,21 @@ def synthesize(
         unit = load_unit(data_dir, job.track.key, digest)
         if unit is not None:
             done[job.track.key] = unit
+    if not any(unit["records"] for unit in done.values()):
+        raise DatasetError(
+            f"{source}: no samples: {len(broken)} of {len(tracks)} tracks are broken and the rest gave no chunk "
+            f"with two active target stems of {config.segment_s:g} s; check the warnings, --segment-s and the gates "
+            "(--gate-lufs, --gate-relative-lu, --min-active-fraction)"
+        )
     info = assemble(data_dir, tracks, done, broken, identity)
     _remove_stray_tmp(data_dir)
     return SynthResult(data_dir, info, time.perf_counter() - started, len(jobs) - len(broken), len(tracks) - len(jobs), warnings)
+
+
+def stem_threads(workers: int) -> int:
+    """Threads per track: spare CPU cores shared among the worker processes, 1 to 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(len(labels.STEMS), cores // max(workers, 1)))
 
 
 def _run_jobs(jobs: list[TrackJob], workers: int, on_status: Callable[[dict], None], show_progress: bool, total: int, already_done: int) -> None:
@@ -723,7 +765,12 @@ def _run_jobs(jobs: list[TrackJob], workers: int, on_status: Callable[[dict], No
         import concurrent.futures
         import multiprocessing
 
-        context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            # Workers fork from a server that has imported the heavy modules once.
+            context.set_forkserver_preload(["mixcritic.synthesis", "mixcritic.templates", "scipy.signal", "soxr", "soundfile"])
+        else:
+            context = multiprocessing.get_context("spawn")
         executor = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context)
         try:
             futures = [executor.submit(build_track, job) for job in jobs]

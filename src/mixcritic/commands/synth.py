@@ -37,6 +37,9 @@ def synth(
     min_active_fraction: Annotated[
         float, typer.Option("--min-active-fraction", help="... and have this share of its 400 ms blocks above --gate-lufs.")
     ] = 0.2,
+    length_tolerance_s: Annotated[
+        float, typer.Option("--length-tolerance-s", help="Stems of a track may differ in length by this much (trimmed to the shortest); more is a broken track.")
+    ] = 0.01,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first broken track instead of skipping it.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a dataset in --out that was built with other settings.")] = False,
     json_output: JsonOption = False,
@@ -60,6 +63,7 @@ def synth(
         gate_lufs=gate_lufs,
         gate_relative_lu=gate_relative_lu,
         min_active_fraction=min_active_fraction,
+        length_tolerance_s=length_tolerance_s,
     )
     result = synthesize(source, out, config, workers=workers, strict=strict, overwrite=overwrite)
     if json_output:
@@ -79,42 +83,55 @@ def _parse_samples_per_chunk(value: str) -> int | None:
         raise DatasetError(f"--samples-per-chunk {value!r}: expected 'all' or a positive integer") from None
 
 
+_SHORT = {"no_error": "no error", "quiet": "quiet", "very_quiet": "v. quiet", "loud": "loud", "very_loud": "v. loud"}
+
+
 def _print_summary(result) -> None:
+    from rich import box
     from rich.table import Table
 
     from mixcritic import labels
     from mixcritic.console import stdout
 
     info = result.info
-    table = Table(title=f"{result.data_dir}: samples per split and category")
-    table.add_column("split")
-    for category in labels.CATEGORIES:
-        table.add_column(category, justify="right")
-    for column in ("total", "tracks", "chunks", "dropped chunks", "dropped samples"):
-        table.add_column(column, justify="right")
+    table = Table(
+        title=f"{result.data_dir}: samples per split and category",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        pad_edge=False,
+        show_edge=False,
+    )
+    for column in ("split", "tracks", "chunks", *(_SHORT[c] for c in labels.CATEGORIES), "samples"):
+        table.add_column(column, justify="left" if column == "split" else "right", no_wrap=True)
     for split, counts in info["counts"].items():
-        dropped = info["dropped"][split]
-        table.add_row(
-            split,
-            *(str(counts["by_category"][c]) for c in labels.CATEGORIES),
-            str(counts["samples"]),
-            str(counts["tracks"]),
-            str(counts["chunks"]),
-            _reasons(dropped["chunks"]),
-            _reasons(dropped["samples"]),
-        )
+        by_category = (str(counts["by_category"][c]) for c in labels.CATEGORIES)
+        table.add_row(split, str(counts["tracks"]), str(counts["chunks"]), *by_category, str(counts["samples"]))
     stdout.print(table)
+    dropped_chunks: dict[str, int] = {}
+    dropped_samples: dict[str, int] = {}
+    for dropped in info["dropped"].values():
+        for key, value in dropped["chunks"].items():
+            dropped_chunks[key] = dropped_chunks.get(key, 0) + value
+        for key, value in dropped["samples"].items():
+            dropped_samples[key] = dropped_samples.get(key, 0) + value
+    partial = sum(d["partial_chunks"] for d in info["dropped"].values())
+    partial_s = sum(d["partial_chunk_s"] for d in info["dropped"].values())
+    stdout.print(
+        f"Dropped by gating: chunks {_reasons(dropped_chunks)}; samples {_reasons(dropped_samples)}. "
+        f"Trailing partial chunks: {partial} ({partial_s:.1f} s).",
+        soft_wrap=True,
+    )
     broken = len(info["broken_tracks"])
-    resumed = f", {result.tracks_resumed} resumed" if result.tracks_resumed else ""
+    resumed = f", {result.tracks_resumed} already complete" if result.tracks_resumed else ""
     stdout.print(
         f"{info['totals']['samples']} samples from {info['totals']['tracks']} tracks "
-        f"({result.tracks_built} built{resumed}, {broken} broken and skipped) in {result.elapsed_s:.1f} s. "
-        f"Listen to one: mixcritic render {result.data_dir} <id> --out sample.wav",
+        f"({result.tracks_built} built{resumed}; {broken} broken, skipped and listed in dataset.json) "
+        f"in {result.elapsed_s:.1f} s.\nListen to one: mixcritic render {result.data_dir} <id> --out sample.wav",
         soft_wrap=True,
     )
 
 
 def _reasons(counter: dict) -> str:
     if not counter:
-        return "0"
-    return ", ".join(f"{key} {value}" for key, value in counter.items())
+        return "none"
+    return ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in sorted(counter.items()))
