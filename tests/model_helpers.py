@@ -9,6 +9,9 @@ from mixcritic.labels import TARGET_STEMS
 
 RATE_HZ = 24_000
 
+TEST_TINY_SPEC_KW = {"pretrain_steps": 20}
+"""Tiny base used by the tests: a short text-only pre-training keeps the session setup to seconds."""
+
 
 def tone(freq_hz: float, seconds: float, amp: float = 0.1) -> np.ndarray:
     """A sine tone, float32 at 24 kHz."""
@@ -53,7 +56,7 @@ def tiny_base(tmp_path_factory):
     root = tmp_path_factory.mktemp("mixcritic-cache")
     previous = os.environ.get("MIXCRITIC_CACHE_DIR")
     os.environ["MIXCRITIC_CACHE_DIR"] = str(root)
-    yield ensure_tiny_base(TinySpec(), root)
+    yield ensure_tiny_base(TinySpec(**TEST_TINY_SPEC_KW), root)
     if previous is None:
         os.environ.pop("MIXCRITIC_CACHE_DIR", None)
     else:

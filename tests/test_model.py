@@ -11,6 +11,8 @@ import torch
 from mixcritic.errors import ModelError
 from mixcritic.model.encoder import frames_for_samples, hidden_states, hubert_config_from_mert, load_encoder
 from mixcritic.model.projector import LayerWeights, Projector, mean_rms_norm, norm_matching_loss, pool_frames
+from model_helpers import TEST_TINY_SPEC_KW
+
 from mixcritic.model.tiny import (
     MERT_CONV_KERNELS,
     MERT_CONV_STRIDES,
@@ -19,8 +21,6 @@ from mixcritic.model.tiny import (
     to_legacy_keys,
     write_mert_snapshot,
 )
-
-from model_helpers import tiny_base  # noqa: F401,E402 - fixture
 
 torch.set_num_threads(1)
 
@@ -145,7 +145,7 @@ def tiny_critic(tiny_base):
 
     mert_dir, llm_dir = tiny_base
     settings = CriticSettings(str(mert_dir), str(llm_dir), projector_hidden=32, segment_s=1.0,
-                              gradient_checkpointing=False, tiny_spec=asdict(TinySpec()))
+                              gradient_checkpointing=False, tiny_spec=asdict(TinySpec(**TEST_TINY_SPEC_KW)))
     return build_critic(settings, "cpu", training=True)
 
 

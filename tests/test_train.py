@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 import pytest
 import torch
-from model_helpers import FakeSource, tiny_base  # noqa: F401 - fixture
+from model_helpers import TEST_TINY_SPEC_KW, FakeSource
 
 from mixcritic.errors import ModelError
 from mixcritic.model.checkpoint import COMPLETE_MARKER, read_trained, save_trained, mark_complete
@@ -16,6 +16,7 @@ from mixcritic.train import TrainRequest, run_training
 
 torch.set_num_threads(1)
 
+SPEC = (("tiny_spec", TEST_TINY_SPEC_KW),)
 FAST = (("max_steps", 6), ("save_steps", 3), ("eval_steps", 3), ("workers", 0), ("logging_steps", 1))
 
 
@@ -27,7 +28,7 @@ def trained_tensors(folder):
 def full_run(tiny_base, tmp_path_factory):
     """A 6-step tiny run with checkpoints at steps 3 and 6."""
     out = tmp_path_factory.mktemp("run") / "run"
-    summary = run_training(TrainRequest(data_dir=out, out_dir=out, preset="tiny", train_overrides=FAST,
+    summary = run_training(TrainRequest(data_dir=out, out_dir=out, preset="tiny", train_overrides=FAST, model_overrides=SPEC,
                                         device="cpu", progress=False), FakeSource())
     return out, summary
 
@@ -67,7 +68,7 @@ def test_checkpoint_holds_only_trained_tensors_without_pickle(full_run, tiny_bas
     settings = json.loads((folder / "mixcritic.json").read_text())
     assert settings["sample_rate_hz"] == 24000 and settings["segment_s"] == 1.0
     assert settings["target_lufs"] == -23.0 and settings["template_version"] == "test-1"
-    assert settings["audio_pool"] == 1 and settings["llm_source"] == str(tiny_base[1])
+    assert settings["audio_pool"] == 4 and settings["llm_source"] == str(tiny_base[1])
 
 
 def test_resume_skips_interrupted_save_and_reproduces_the_run(full_run, tmp_path):
@@ -76,7 +77,7 @@ def test_resume_skips_interrupted_save_and_reproduces_the_run(full_run, tmp_path
     shutil.copytree(out, copy)
     shutil.rmtree(copy / "model")
     (copy / "checkpoint-6" / COMPLETE_MARKER).unlink()  # the save at step 6 was interrupted
-    resumed = run_training(TrainRequest(data_dir=copy, out_dir=copy, preset="tiny", train_overrides=FAST,
+    resumed = run_training(TrainRequest(data_dir=copy, out_dir=copy, preset="tiny", train_overrides=FAST, model_overrides=SPEC,
                                         resume=True, device="cpu", progress=False), FakeSource())
     assert resumed["resumed_from"] == str(copy / "checkpoint-3")
     assert resumed["global_step"] == 6
@@ -90,7 +91,7 @@ def test_resume_skips_interrupted_save_and_reproduces_the_run(full_run, tmp_path
 def test_existing_run_needs_resume(full_run):
     out, _ = full_run
     with pytest.raises(ModelError, match="--resume"):
-        run_training(TrainRequest(data_dir=out, out_dir=out, preset="tiny", train_overrides=FAST, device="cpu",
+        run_training(TrainRequest(data_dir=out, out_dir=out, preset="tiny", train_overrides=FAST, model_overrides=SPEC, device="cpu",
                                   progress=False), FakeSource())
 
 
@@ -99,8 +100,8 @@ def test_resume_with_different_model_settings_is_refused(full_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
     with pytest.raises(ModelError, match="audio_pool"):
-        run_training(TrainRequest(data_dir=copy, out_dir=copy, preset="tiny", train_overrides=FAST,
-                                  model_overrides=(("audio_pool", 2),), resume=True, device="cpu", progress=False),
+        run_training(TrainRequest(data_dir=copy, out_dir=copy, preset="tiny", train_overrides=FAST, 
+                                  model_overrides=SPEC + (("audio_pool", 2),), resume=True, device="cpu", progress=False),
                      FakeSource())
 
 
@@ -113,7 +114,7 @@ def test_save_then_load_gives_identical_logits_and_answers(tiny_base, tmp_path):
 
     mert_dir, llm_dir = tiny_base
     settings = CriticSettings(str(mert_dir), str(llm_dir), projector_hidden=32, segment_s=1.0, lora_r=4,
-                              gradient_checkpointing=False, tiny_spec=asdict(TinySpec()))
+                              gradient_checkpointing=False, tiny_spec=asdict(TinySpec(**TEST_TINY_SPEC_KW)))
     model = build_critic(settings, "cpu", training=True)
     with torch.no_grad():  # move every trained tensor away from its init
         for p in model.parameters():

@@ -67,6 +67,14 @@ def stop_token_ids(tokenizer) -> set[int]:
     return ids
 
 
+def cache_argument_name(llm) -> str:
+    """``cache`` (transformers >= 5.2x) or ``past_key_values`` (older): the KV-cache keyword of the LM."""
+    import inspect
+
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def greedy_generate(model: "MixCritic", clips: "torch.Tensor", instructions: list[str], max_new_tokens: int) -> list[list[int]]:
     """Greedy decoding with a KV cache on left-padded prompts; returns new token ids per row (stop token excluded)."""
     import torch
@@ -86,11 +94,12 @@ def greedy_generate(model: "MixCritic", clips: "torch.Tensor", instructions: lis
     out: list[list[int]] = [[] for _ in examples]
     past = None
     embed_table = model.llm.get_input_embeddings()
+    cache_arg = cache_argument_name(model.llm)
     for _ in range(max_new_tokens):
         result = model.llm(
-            inputs_embeds=embeds, attention_mask=attention, position_ids=positions, past_key_values=past, use_cache=True
+            inputs_embeds=embeds, attention_mask=attention, position_ids=positions, use_cache=True, **{cache_arg: past}
         )
-        past = result.past_key_values
+        past = getattr(result, cache_arg, None) if cache_arg == "cache" else result.past_key_values
         next_ids = result.logits[:, -1].float().argmax(dim=-1)
         done |= torch.isin(next_ids, stops)
         for row, token in enumerate(next_ids.tolist()):

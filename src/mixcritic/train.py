@@ -95,7 +95,8 @@ def preset_settings(preset: str) -> tuple[TrainSettings, dict]:
 
     ``paper``: the paper's recipe on MERT-v1-330M + Qwen2-7B-Instruct (4-bit).
     ``tiny``: the same code on tiny random-init models on CPU in about a minute: a much larger
-    learning rate (random tiny models learn nothing at 1e-5 in 60 steps), no accumulation.
+    learning rate (random tiny models learn nothing at 1e-5 in 60 steps), no accumulation, and
+    ``audio_pool`` 4 (187 instead of 749 audio positions: ~2x faster steps on a CPU).
     """
     from mixcritic.model.encoder import MERT_HUB_ID
     from mixcritic.model.llm import QWEN_HUB_ID
@@ -107,7 +108,8 @@ def preset_settings(preset: str) -> tuple[TrainSettings, dict]:
             epochs=1.0, learning_rate=3e-3, weight_decay=0.0, batch_size=4, grad_accum=1, max_grad_norm=1.0,
             logging_steps=5, eval_steps=20, save_steps=20, max_steps=60, max_eval_samples=16, workers=1,
         )
-        return train, {"projector_hidden": 64, "lora_r": 8, "lora_alpha": 16, "gradient_checkpointing": False}
+        return train, {"projector_hidden": 64, "lora_r": 8, "lora_alpha": 16, "gradient_checkpointing": False,
+                       "audio_pool": 4}
     raise ModelError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
 
 
@@ -431,8 +433,9 @@ def resolve_settings(request: TrainRequest, source) -> tuple[TrainSettings, Any]
     if request.preset == "tiny" and not ({"encoder_source", "llm_source"} & set(dict(request.model_overrides))):
         from mixcritic.model.tiny import TinySpec, ensure_tiny_base
 
-        mert_dir, llm_dir = ensure_tiny_base(TinySpec())
-        model |= {"encoder_source": str(mert_dir), "llm_source": str(llm_dir), "tiny_spec": asdict(TinySpec())}
+        spec = TinySpec(**(model.get("tiny_spec") or {}))
+        mert_dir, llm_dir = ensure_tiny_base(spec)
+        model |= {"encoder_source": str(mert_dir), "llm_source": str(llm_dir), "tiny_spec": asdict(spec)}
     return train, CriticSettings(**model)
 
 

@@ -1,0 +1,59 @@
+"""`mixcritic train` end to end on toy data through the CLI (tiny models, CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mixcritic.cli import app
+
+torch.set_num_threads(1)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    result = runner.invoke(app, ["toy-stems", str(root / "stems"), "--tracks", "4", "--seconds", "6"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["synth", str(root / "stems"), "--out", str(root / "data"), "--segment-s", "2",
+                                 "--samples-per-chunk", "3", "--valid-fraction", "0.34"])
+    assert result.exit_code == 0, result.output
+    return root / "data"
+
+
+def test_train_cli_on_toy_data_then_generate(toy_data, tiny_base, tmp_path):
+    from mixcritic.dataset import open_dataset
+    from mixcritic.inference import load_critic
+
+    mert_dir, llm_dir = tiny_base
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(toy_data), "--out", str(run), "--preset", "tiny", "--max-steps", "3",
+                                 "--encoder", str(mert_dir), "--llm", str(llm_dir), "--workers", "1",
+                                 "--eval-steps", "3", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)  # stdout holds only the JSON summary
+    assert summary["global_step"] == 3 and summary["final_eval_loss"] is not None
+    assert (run / "model" / "COMPLETE").is_file()
+    critic = load_critic(run, device="cpu")
+    assert critic.settings["segment_s"] == 2.0 and critic.settings["target_lufs"] == -23.0
+    assert critic.settings["template_version"] == open_dataset(toy_data).info["template_version"]
+    dataset = open_dataset(toy_data)
+    records = dataset.records("test")[:2]
+    clips = torch.stack([torch.from_numpy(dataset.render(r)) for r in records]).numpy()
+    answers = critic.generate(clips, [r["instruction"] for r in records])
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+
+def test_train_cli_errors_are_one_line(tmp_path):
+    result = runner.invoke(app, ["train", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert "Error:" in result.stderr and "mixcritic synth" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_cli_rejects_unknown_preset(toy_data, tmp_path):
+    result = runner.invoke(app, ["train", str(toy_data), "--out", str(tmp_path / "run"), "--preset", "huge"])
+    assert result.exit_code == 1 and "--preset must be one of paper, tiny" in result.stderr
