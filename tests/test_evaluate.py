@@ -78,12 +78,16 @@ def test_loudness_baseline_recovers_injected_flaws(toy_data, tmp_path):
     assert predictor["sees_separate_stems"] is True
     assert any("separate stems" in note for note in report["notes"])
     assert predictor["threshold_split"] == "valid"
-    # Measured on this fixture (docs/performance.md): macro Both 0.796, 5-way category macro 0.660,
-    # stem precision 0.955, very loud Both 0.98; chance (majority / random) is about 0.2 for the first two.
-    assert metrics["by_category"]["macro"]["both"] >= 0.60
-    assert metrics["category_accuracy"]["macro"] >= 0.45
-    assert metrics["tasks"]["stem_identification"]["precision"] >= 0.85
+    # Measured on this fixture with three successive versions of the toy generator
+    # (docs/performance.md): macro Both 0.67-0.80, 5-way category macro 0.46-0.66, stem precision
+    # 0.86-0.96, very loud Both 0.98; chance (majority / random) is about 0.2 for the first two
+    # and 0.5 for stem precision. The floors leave room for the generator to keep changing.
+    assert metrics["by_category"]["macro"]["both"] >= 0.50
+    assert metrics["category_accuracy"]["macro"] >= 0.33
+    assert metrics["tasks"]["stem_identification"]["precision"] >= 0.75
     assert metrics["by_category"]["rows"]["very_loud"]["both"] >= 0.85
+    chance = run(toy_data, tmp_path / "chance", baseline="random")["metrics"]
+    assert metrics["by_category"]["macro"]["both"] >= chance["by_category"]["macro"]["both"] + 0.3
     detail = [json.loads(line) for line in (tmp_path / "loud" / "predictions.jsonl").read_text().splitlines()]
     assert len(detail) == metrics["n"] == len(open_dataset(toy_data).records("test"))
     assert all("deviations_db" in d["detail"] for d in detail)
