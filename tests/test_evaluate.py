@@ -86,6 +86,7 @@ def test_loudness_baseline_recovers_injected_flaws(toy_data, tmp_path):
     assert metrics["category_accuracy"]["macro"] >= 0.33
     assert metrics["tasks"]["stem_identification"]["precision"] >= 0.75
     assert metrics["by_category"]["rows"]["very_loud"]["both"] >= 0.85
+    assert metrics["anchor_named"]["count"] == 0  # it only ever names a non-anchor stem
     chance = run(toy_data, tmp_path / "chance", baseline="random")["metrics"]
     assert metrics["by_category"]["macro"]["both"] >= chance["by_category"]["macro"]["both"] + 0.3
     detail = [json.loads(line) for line in (tmp_path / "loud" / "predictions.jsonl").read_text().splitlines()]

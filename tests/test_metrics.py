@@ -207,3 +207,16 @@ def test_bootstrap_interval_brackets_the_macro_and_is_seeded(report):
     perfect = [Case(str(i), c.category, c.stem, Label.for_flaw(c.category, c.stem)) for i, c in enumerate(CASES)]
     assert metrics.bootstrap_macro_ci(perfect) == {k: [1.0, 1.0] for k in ("both", "stem", "direction", "magnitude")}
     assert metrics.bootstrap_macro_ci([]) == {k: None for k in ("both", "stem", "direction", "magnitude")}
+
+
+def test_anchor_named_counts_claims_on_the_reference_stem():
+    cases = [
+        Case("a", "loud", "bass", flaw("loud", "drums"), anchor="drums"),  # names the anchor
+        Case("b", "loud", "bass", flaw("loud", "bass"), anchor="drums"),
+        Case("c", "no_error", "vocals", flaw("quiet", "bass"), anchor="bass"),  # names the anchor
+        Case("d", "quiet", "vocals", flaw("no_error"), anchor="bass"),  # no claim
+        Case("e", "quiet", "vocals", None, anchor="bass"),  # unparseable: no claim
+        Case("f", "quiet", "vocals", flaw("quiet", "drums")),  # anchor unknown: not counted
+    ]
+    assert metrics.anchor_named(cases) == {"count": 2, "share_of_claims": pytest.approx(2 / 3)}
+    assert metrics.anchor_named(CASES) == {"count": 0, "share_of_claims": None}

@@ -417,7 +417,7 @@ def cases_from(records: Sequence[dict], predictions: dict[str, dict]) -> list[Ca
     cases = []
     for record in records:
         text = predictions[record["id"]]["response"]
-        cases.append(Case(record["id"], record["category"], record["target_stem"], parse_response(text)))
+        cases.append(Case(record["id"], record["category"], record["target_stem"], parse_response(text), record.get("anchor_stem")))
     return cases
 
 

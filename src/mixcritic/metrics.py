@@ -52,6 +52,8 @@ class Case:
     """True target stem. For no-error samples, the stem that received the small (-3..+3 dB) gain."""
     predicted: Label | None
     """The label parsed from the answer; None when the answer was unparseable."""
+    anchor: str | None = None
+    """The anchor stem named in the instruction (assumed correct); None if unknown."""
 
     def __post_init__(self) -> None:
         check_category(self.category)
@@ -317,6 +319,17 @@ def false_alarm_rate(cases: Sequence[Case]) -> float | None:
     return share(sum(claims_flaw(c.predicted) for c in clean), len(clean))
 
 
+def anchor_named(cases: Sequence[Case]) -> dict:
+    """Flaw claims that name the anchor stem, which the instruction says is correct.
+
+    Always wrong by construction; a critic that ignores the anchor shows it here. The share is
+    over the cases with a known anchor whose answer claims a flaw.
+    """
+    claims = [c for c in cases if c.anchor is not None and claims_flaw(c.predicted)]
+    count = sum(c.predicted.stem == c.anchor for c in claims)
+    return {"count": count, "share_of_claims": share(count, len(claims))}
+
+
 def category_accuracy(cases: Sequence[Case]) -> dict:
     """Exact 5-way category accuracy (stem ignored), overall and macro over categories present."""
     per = {}
@@ -379,6 +392,7 @@ def build_report(cases: Sequence[Case]) -> dict:
         "confusion": category_confusion(cases),
         "category_accuracy": category_accuracy(cases),
         "false_alarm_rate": false_alarm_rate(cases),
+        "anchor_named": anchor_named(cases),
         "unparseable": {"count": unparseable, "share": share(unparseable, len(cases))},
     }
 

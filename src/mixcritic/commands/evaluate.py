@@ -182,7 +182,9 @@ def _print_report(report: dict, out) -> None:
     out.print(
         f"False alarms on no-error clips: {_pct(metrics['false_alarm_rate'])} (paper: {_pct(DERIVED['false_alarm_rate'])}). "
         f"Unparseable answers: {metrics['unparseable']['count']} ({_pct(metrics['unparseable']['share'])}). "
-        f"5-way category accuracy: {_pct(accuracy['overall'])} (macro {_pct(accuracy['macro'])})."
+        f"5-way category accuracy: {_pct(accuracy['overall'])} (macro {_pct(accuracy['macro'])}). "
+        f"Flaw claims naming the anchor stem (always wrong): {metrics['anchor_named']['count']} "
+        f"({_pct(metrics['anchor_named']['share_of_claims'])})."
     )
     for note in report.get("notes", []):
         out.print(f"[yellow]Note:[/yellow] {note}")
