@@ -58,7 +58,7 @@ def evaluate(
 ) -> None:
     """Score a trained critic (or a baseline) on a dataset split with the paper's metrics.
 
-    Prints the paper's four tables (by category, by stem, by direction; FP/FN/precision/recall/F1) with the published figure beside ours, plus the category confusion matrix, the false-alarm rate on no-error clips and the unparseable share. Definitions: docs/evaluation.md.
+    Prints the paper's four tables (by category, by stem, by direction; FP/FN/precision/recall/F1) with the published figure under each of ours, plus the category confusion matrix, the false-alarm rate on no-error clips, flaw claims that name the anchor, the unparseable share and a bootstrap interval of the macro figures. Definitions: docs/evaluation.md.
 
     Answers are appended to REPORT_DIR/predictions.jsonl as they come: re-run the same command to resume after a crash.
 
@@ -162,7 +162,7 @@ def _print_report(report: dict, out) -> None:
     from mixcritic.reference import DERIVED
 
     metrics, paper, predictor = report["metrics"], report["paper"], report["predictor"]
-    who = predictor.get("run_dir") or f"baseline {predictor.get('name')}"
+    who = f"model {predictor['run_dir']}" if predictor.get("run_dir") else f"baseline {predictor.get('name')}"
     out.print(
         f"[bold]{who}[/bold] on {report['data']['dir']} split {report['data']['split']}: "
         f"{metrics['n']} clips ({metrics['n_flawed']} flawed)"
