@@ -10,7 +10,9 @@ stderr = Console(stderr=True, highlight=False)
 
 def warn(message: str) -> None:
     """Print a one-line warning on stderr."""
-    stderr.print(f"[yellow]Warning:[/yellow] {message}", soft_wrap=True)
+    from rich.markup import escape
+
+    stderr.print(f"[yellow]Warning:[/yellow] {escape(message)}", soft_wrap=True)
 
 
 def info(message: str) -> None:

@@ -224,7 +224,7 @@ class Dataset:
 
         try:
             track_key = record["track_key"]
-            target = record["target_stem"]
+            target = labels.STEMS.index(record["target_stem"])
             gain_db = float(record["gain_db"])
             start = round(float(record["start_s"]) * self.sample_rate_hz)
             length = round(float(record["duration_s"]) * self.sample_rate_hz)
@@ -237,7 +237,7 @@ class Dataset:
                 f"{stems_cache_path(self.root, track_key)}; the cache does not belong to this manifest"
             )
         gains = np.ones(len(labels.STEMS), dtype=np.float64)
-        gains[labels.STEMS.index(target)] = db_to_amplitude(gain_db)
+        gains[target] = db_to_amplitude(gain_db)
         return stems[:, start : start + length], start, gains
 
     def _cached_loudness_lufs(self, track_key: str, start: int, length: int, gains: np.ndarray) -> float | None:

@@ -39,8 +39,8 @@ DITHER = 1e-15
 """Amplitude of a Nyquist-rate (+d, -d, ...) signal added before K-weighting.
 
 Digital silence drives IIR filters into denormal floats, which makes them ~8x slower. At
--300 dBFS the dither changes any loudness above the -70 LUFS gate by less than 1e-10 LU, and a
-silent stem still measures far below the gate (about -290 LUFS instead of -inf).
+-300 dBFS the dither changes any loudness above the -70 LUFS gate by less than 1e-10 LU, and
+digital silence still measures -inf (its blocks sit near -297 LUFS, below the absolute gate).
 """
 
 

@@ -16,6 +16,7 @@ Re-running skips complete units, so an interrupted run resumes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -346,6 +347,19 @@ def full_grid(active: tuple[str, ...]) -> list[tuple[str, str, str]]:
     ]
 
 
+FULL_GRID = full_grid(labels.TARGET_STEMS)
+"""The 30 (target, anchor, category) entries of a chunk where bass, drums and vocals are all active."""
+
+
+def chunk_drop_reason(gate: ChunkGate, config: SynthConfig) -> str | None:
+    """Why a whole chunk yields no sample (None when it is kept)."""
+    if gate.mix_lufs < config.gate_lufs:
+        return "silent_mix"
+    if sum(stem in gate.active for stem in labels.TARGET_STEMS) < 2:
+        return "fewer_than_two_active_targets"
+    return None
+
+
 def grid_loss_reason(target: str, anchor: str, active: tuple[str, ...]) -> str | None:
     """Why a full-grid sample is not drawn in a chunk (None when it is drawn)."""
     if target not in active:
@@ -443,29 +457,24 @@ def track_unit(track: Track, config: SynthConfig, samples: int, gram: np.ndarray
         "dropped_samples": {},
         "partial_chunk_s": round(samples / rate_hz - n_chunks * config.segment_s, 6),
     }
-    per_chunk = 30 if config.samples_per_chunk is None else config.samples_per_chunk
+    per_chunk = len(FULL_GRID) if config.samples_per_chunk is None else config.samples_per_chunk
     records, pairs = [], []
     ever_active: set[str] = set()
     track_offset = int(_digest("categories", config.seed, track.split, track.key), 16) % len(labels.CATEGORIES)
     for chunk in range(n_chunks):
         gate = gate_chunk(gram[chunk * hops : (chunk + 1) * hops], config, rate_hz)
         ever_active.update(gate.active)
-        reason = None
-        if gate.mix_lufs < config.gate_lufs:
-            reason = "silent_mix"
-        elif sum(stem in gate.active for stem in labels.TARGET_STEMS) < 2:
-            reason = "fewer_than_two_active_targets"
+        reason = chunk_drop_reason(gate, config)
         if reason:
             _count(stats["dropped_chunks"], reason)
             _count(stats["dropped_samples"], reason, per_chunk)
             continue
         grid = full_grid(gate.active)
         if config.samples_per_chunk is None:
-            for target in labels.TARGET_STEMS:
-                for anchor in labels.TARGET_STEMS:
-                    loss = None if anchor == target else grid_loss_reason(target, anchor, gate.active)
-                    if loss:
-                        _count(stats["dropped_samples"], loss, len(labels.CATEGORIES))
+            for target, anchor, _ in FULL_GRID:
+                loss = grid_loss_reason(target, anchor, gate.active)
+                if loss:
+                    _count(stats["dropped_samples"], loss)
         elif len(grid) < per_chunk:
             _count(stats["dropped_samples"], "fewer_combinations_than_requested", per_chunk - len(grid))
         rng = seeded_rng("chunk", config.seed, track.split, track.key, chunk)
@@ -727,7 +736,8 @@ def synthesize(
         warn(message)
         broken.append({"split": track.split, "track": track.name, "file": status["file"], "reason": status["reason"]})
 
-    _run_jobs(jobs, workers, on_status, show_progress, total=len(tracks), already_done=len(done))
+    with _sigterm_as_interrupt():
+        _run_jobs(jobs, workers, on_status, show_progress, total=len(tracks), already_done=len(done))
     for job in jobs:
         unit = load_unit(data_dir, job.track.key, digest)
         if unit is not None:
@@ -762,7 +772,6 @@ def _run_jobs(jobs: list[TrackJob], workers: int, on_status: Callable[[dict], No
                 on_status(build_track(job))
                 progress.advance(task)
             return
-        import concurrent.futures
         import multiprocessing
 
         if "forkserver" in multiprocessing.get_all_start_methods():
@@ -771,16 +780,49 @@ def _run_jobs(jobs: list[TrackJob], workers: int, on_status: Callable[[dict], No
             context.set_forkserver_preload(["mixcritic.synthesis", "mixcritic.templates", "scipy.signal", "soxr", "soundfile"])
         else:
             context = multiprocessing.get_context("spawn")
-        executor = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context)
-        try:
-            futures = [executor.submit(build_track, job) for job in jobs]
-            for future in concurrent.futures.as_completed(futures):
-                on_status(future.result())
+        # Leaving the block (done, Ctrl-C, SIGTERM, --strict) terminates the workers at once; a
+        # half-built track leaves only a temporary file, which never counts as done.
+        with context.Pool(min(workers, len(jobs)), initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+            for status in pool.imap_unordered(build_track, jobs):
+                on_status(status)
                 progress.advance(task)
-        except BaseException:
-            executor.shutdown(wait=False, cancel_futures=True)
-            raise
-        executor.shutdown(wait=True)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Pool initializer: end this worker once the synth process is gone (killed), never idle forever."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Inside the block, SIGTERM (e.g. from ``timeout`` or a job scheduler) acts like Ctrl-C."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def assemble(data_dir: Path, tracks: list[Track], units: dict[str, dict], broken: list[dict], identity: dict) -> dict:
@@ -809,6 +851,7 @@ def dataset_info(tracks: list[Track], units: list[dict], broken: list[dict], ide
         counts[split] = {
             "tracks": len(split_units),
             "chunks": sum(unit["stats"]["kept_chunks"] for unit in split_units),
+            "chunk_audio_s": round(sum(unit["stats"]["kept_chunks"] for unit in split_units) * options["segment_s"], 3),
             "samples": len(rows),
             "by_category": {c: sum(r["category"] == c for r in rows) for c in labels.CATEGORIES},
             "by_target": {s: sum(r["target_stem"] == s for r in rows) for s in labels.TARGET_STEMS},

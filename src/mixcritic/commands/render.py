@@ -40,4 +40,5 @@ def render(
         f"{summary['loudness_lufs']:.1f} LUFS{' (raw)' if raw else ''}. "
         f"{record['category']}: {gain}.\nExpected answer: {record['response']}",
         soft_wrap=True,
+        markup=False,
     )

@@ -88,6 +88,7 @@ _SHORT = {"no_error": "no error", "quiet": "quiet", "very_quiet": "v. quiet", "l
 
 def _print_summary(result) -> None:
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     from mixcritic import labels
@@ -95,7 +96,7 @@ def _print_summary(result) -> None:
 
     info = result.info
     table = Table(
-        title=f"{result.data_dir}: samples per split and category",
+        title=f"{escape(str(result.data_dir))}: samples per split and category",
         box=box.SIMPLE_HEAD,
         title_justify="left",
         pad_edge=False,
@@ -120,6 +121,7 @@ def _print_summary(result) -> None:
         f"Dropped by gating: chunks {_reasons(dropped_chunks)}; samples {_reasons(dropped_samples)}. "
         f"Trailing partial chunks: {partial} ({partial_s:.1f} s).",
         soft_wrap=True,
+        markup=False,
     )
     broken = len(info["broken_tracks"])
     resumed = f", {result.tracks_resumed} already complete" if result.tracks_resumed else ""
@@ -128,6 +130,7 @@ def _print_summary(result) -> None:
         f"({result.tracks_built} built{resumed}; {broken} broken, skipped and listed in dataset.json) "
         f"in {result.elapsed_s:.1f} s.\nListen to one: mixcritic render {result.data_dir} <id> --out sample.wav",
         soft_wrap=True,
+        markup=False,
     )
 
 
