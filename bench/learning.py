@@ -4,6 +4,9 @@ Trains ``mixcritic train --preset tiny`` for a fixed step budget on a toy datase
 trained model about held-out test samples twice -- with the real mix, and with the audio replaced
 by digital silence -- and scores the parsed answers: category accuracy (5 classes, chance 20 %),
 stem accuracy on flawed samples (3 stems, chance 33 %), and the share of unparseable answers.
+``--probe`` adds linear probes (category, stem) on the tiny MERT's clip features and on plain
+log band energies, to tell "the information is not in the features" from "the LLM did not
+learn to use it".
 
     PYTHONPATH=src python bench/learning.py --work /tmp/learning --steps 60
     PYTHONPATH=src python bench/learning.py --data toy-data --work /tmp/learning --steps 200 --audio-pool 1
@@ -61,6 +64,71 @@ def ask(critic, clips, records: list[dict], batch_size: int) -> list[str]:
     return answers
 
 
+def clip_features(encoder_dir: str, clips, batch_size: int = 8):
+    """Per clip: mean and std over time of the tiny MERT's layer-averaged hidden states."""
+    import torch
+
+    from mixcritic.model.encoder import hidden_states, load_encoder
+
+    encoder, info = load_encoder(encoder_dir)
+    feats = []
+    for start in range(0, len(clips), batch_size):
+        states = hidden_states(encoder, torch.as_tensor(clips[start:start + batch_size]), info.normalize_input).mean(0)
+        feats.append(torch.cat([states.mean(1), states.std(1)], dim=1))
+    return torch.cat(feats)
+
+
+def band_features(clips, rate_hz: int = 24_000, bands: int = 24):
+    """Per clip: log energies of ``bands`` log-spaced frequency bands (a plain spectral baseline)."""
+    import numpy as np
+    import torch
+
+    spectrum = np.abs(np.fft.rfft(clips, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(clips.shape[1], 1 / rate_hz)
+    edges = np.geomspace(30, rate_hz / 2, bands + 1)
+    energies = [spectrum[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in zip(edges[:-1], edges[1:])]
+    return torch.as_tensor(np.log10(np.stack(energies, axis=1) + 1e-12), dtype=torch.float32)
+
+
+def probe_accuracy(train_x, train_y, test_x, test_y, classes: int, steps: int = 500) -> float:
+    """Test accuracy of a linear softmax classifier fitted on standardised features."""
+    import torch
+
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(train_x.shape[1], classes)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(layer(train_x), train_y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return round(float((layer(test_x).argmax(1) == test_y).float().mean()), 4)
+
+
+def probes(source, encoder_dir: str, split: str, limit: int) -> dict:
+    """Linear probes for category and target stem on the tiny MERT's features and on band energies."""
+    import numpy as np
+    import torch
+
+    from mixcritic.labels import CATEGORIES, TARGET_STEMS
+
+    train = source.records("train")
+    test = source.records(split)[:limit]
+    out = {}
+    for name, make in (("tiny_mert", lambda c: clip_features(encoder_dir, c)), ("band_energies", band_features)):
+        tx = make(np.stack([source.render(r) for r in train]))
+        vx = make(np.stack([source.render(r) for r in test]))
+        for task, values, key in (("category", CATEGORIES, "category"), ("stem", TARGET_STEMS, "target_stem")):
+            rows_t = [i for i, r in enumerate(train) if task == "category" or r["category"] != "no_error"]
+            rows_v = [i for i, r in enumerate(test) if task == "category" or r["category"] != "no_error"]
+            ty = torch.tensor([values.index(train[i][key]) for i in rows_t])
+            vy = torch.tensor([values.index(test[i][key]) for i in rows_v])
+            out[f"{name}_{task}_accuracy"] = probe_accuracy(tx[rows_t], ty, vx[rows_v], vy, len(values))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Tiny-preset learning check: real audio vs silence.")
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: build toy data in --work)")
@@ -70,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=None, help="override the tiny preset's learning rate")
     parser.add_argument("--split", default="test", help="split to score")
     parser.add_argument("--limit", type=int, default=120, help="samples scored")
+    parser.add_argument("--probe", action="store_true", help="also fit linear probes (tiny MERT vs band energies)")
     parser.add_argument("--tracks", type=int, default=8, help="toy songs when building toy data")
     parser.add_argument("--seconds", type=float, default=30.0, help="toy song length")
     args = parser.parse_args(argv)
@@ -113,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         "silence": score(ask(critic, np.zeros_like(clips), records, 8), records),
         "truth_categories": dict(Counter(r["category"] for r in records)),
     }
+    if args.probe:
+        from mixcritic.model import base_sources
+        from mixcritic.model.checkpoint import read_settings
+
+        encoder_dir, _ = base_sources(read_settings(critic.folder))
+        report["linear_probes"] = probes(source, encoder_dir, args.split, args.limit)
     print(json.dumps(report, indent=2))
     return 0
 

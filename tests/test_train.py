@@ -11,17 +11,13 @@ import torch
 from model_helpers import TEST_TINY_SPEC_KW, FakeSource
 
 from mixcritic.errors import ModelError
-from mixcritic.model.checkpoint import COMPLETE_MARKER, read_trained, save_trained, mark_complete
+from mixcritic.model.checkpoint import COMPLETE_MARKER, mark_complete, read_trained, save_trained
 from mixcritic.train import TrainRequest, run_training
 
 torch.set_num_threads(1)
 
 SPEC = (("tiny_spec", TEST_TINY_SPEC_KW),)
 FAST = (("max_steps", 6), ("save_steps", 3), ("eval_steps", 3), ("workers", 0), ("logging_steps", 1))
-
-
-def trained_tensors(folder):
-    return read_trained(folder)
 
 
 @pytest.fixture(scope="module")

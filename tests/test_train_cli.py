@@ -57,3 +57,30 @@ def test_train_cli_errors_are_one_line(tmp_path):
 def test_train_cli_rejects_unknown_preset(toy_data, tmp_path):
     result = runner.invoke(app, ["train", str(toy_data), "--out", str(tmp_path / "run"), "--preset", "huge"])
     assert result.exit_code == 1 and "--preset must be one of paper, tiny" in result.stderr
+
+
+def test_two_process_data_parallel_run_on_cpu(toy_data, tiny_base, tmp_path):
+    """torchrun with 2 CPU processes (gloo): one run, effective batch 8, per-rank RNG state, one report."""
+    import os
+    import subprocess
+    import sys
+
+    import socket
+
+    with socket.socket() as sock:  # a free port, so parallel test runs do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mert_dir, llm_dir = tiny_base
+    run = tmp_path / "run"
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+               "-m", "mixcritic", "train", str(toy_data), "--out", str(run), "--preset", "tiny", "--max-steps", "2",
+               "--save-steps", "2", "--logging-steps", "1", "--eval-steps", "0", "--workers", "0",
+               "--encoder", str(mert_dir), "--llm", str(llm_dir), "--device", "cpu", "--json"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)  # exactly one JSON document: only rank 0 reports
+    assert summary["global_step"] == 2 and summary["effective_batch"] == 8
+    names = {p.name for p in (run / "checkpoint-2").iterdir()}
+    assert {"rng_state_0.json", "rng_state_1.json", "COMPLETE", "trained.safetensors"} <= names
+    assert (run / "model" / "COMPLETE").is_file()

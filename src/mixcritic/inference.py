@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from mixcritic.errors import ModelError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
     import torch
 
     from mixcritic.model.critic import MixCritic

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -353,49 +352,46 @@ def json_safe(value):
     return None
 
 
-class RichProgress:
-    """Trainer callback: a Rich progress bar on stderr and one line per log/eval."""
+def rich_progress_callback(enabled: bool):
+    """A Trainer callback drawing a Rich progress bar on stderr, with one line per log/eval."""
+    from transformers import TrainerCallback
 
-    def __new__(cls, *args, **kwargs):
-        from transformers import TrainerCallback
+    class RichProgress(TrainerCallback):
+        def __init__(self) -> None:
+            self.progress = None
+            self.task = None
 
-        class _Progress(TrainerCallback):
-            def __init__(self, enabled: bool) -> None:
-                self.enabled = enabled
+        def on_train_begin(self, args, state, control, **kwargs):
+            if not enabled or not state.is_world_process_zero:
+                return
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            from mixcritic.console import stderr
+
+            self.progress = Progress(
+                TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.progress is None or not logs:
+                return
+            shown = {k: v for k, v in logs.items() if "loss" in k or k in ("learning_rate", "grad_norm")}
+            if shown:
+                text = "  ".join(f"{k}={v:.4g}" for k, v in shown.items())
+                self.progress.console.print(f"step {state.global_step}: {text}", highlight=False)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.stop()
                 self.progress = None
-                self.task = None
 
-            def on_train_begin(self, args, state, control, **kwargs):
-                if not self.enabled or not state.is_world_process_zero:
-                    return
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-                from mixcritic.console import stderr
-
-                self.progress = Progress(
-                    TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr
-                )
-                self.progress.start()
-                self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step)
-
-            def on_step_end(self, args, state, control, **kwargs):
-                if self.progress is not None:
-                    self.progress.update(self.task, completed=state.global_step)
-
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                if self.progress is None or not logs:
-                    return
-                shown = {k: v for k, v in logs.items() if "loss" in k or k in ("learning_rate", "grad_norm")}
-                if shown:
-                    text = "  ".join(f"{k}={v:.4g}" for k, v in shown.items())
-                    self.progress.console.print(f"step {state.global_step}: {text}", highlight=False)
-
-            def on_train_end(self, args, state, control, **kwargs):
-                if self.progress is not None:
-                    self.progress.stop()
-                    self.progress = None
-
-        return _Progress(*args, **kwargs)
+    return RichProgress()
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -558,7 +554,7 @@ def run_training(request: TrainRequest, source=None) -> dict:
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=CriticCollator(model.tokenizer, n_audio),
-        callbacks=[RichProgress(request.progress)],
+        callbacks=[rich_progress_callback(request.progress)],
         run_extras=extras,
     )
     from transformers.trainer_callback import PrinterCallback
@@ -602,8 +598,3 @@ def summarize(trainer, result, seconds, train, settings, out_dir, resume_from, t
         "audio_pool": settings.audio_pool,
         "log_history": history,
     }
-
-
-def run_env_is_distributed() -> bool:
-    """True under torchrun / accelerate launch (several processes)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1

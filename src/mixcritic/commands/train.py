@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -84,6 +85,8 @@ def train(
         progress=not json_out,
     )
     summary = run_training(request)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # data-parallel run: only the first process reports
     if json_out:
         import json
 

@@ -5,6 +5,7 @@ Heavy imports stay inside the submodules; importing this package imports nothing
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,19 +14,26 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def resolve_device(device: str = "auto") -> str:
-    """'auto' -> cuda, then mps, then cpu; anything else is checked and returned."""
+    """'auto' -> cuda, then mps, then cpu; anything else is checked and returned.
+
+    Under torchrun / accelerate launch (``LOCAL_RANK`` set) 'auto' and 'cuda' mean this
+    process's own GPU, ``cuda:<LOCAL_RANK>``.
+    """
     import torch
 
     from mixcritic.errors import ModelError
 
+    local_rank = os.environ.get("LOCAL_RANK")  # set by torchrun / accelerate launch
     if device == "auto":
         if torch.cuda.is_available():
-            return "cuda"
+            return f"cuda:{local_rank}" if local_rank is not None else "cuda"
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return "mps"
         return "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"--device {device}: CUDA is not available on this machine; use --device cpu.")
+    if device == "cuda" and local_rank is not None:
+        return f"cuda:{local_rank}"  # one GPU per data-parallel process
     if device not in ("cpu", "mps") and not device.startswith("cuda"):
         raise ModelError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N, mps.")
     return device

@@ -7,14 +7,8 @@ trained with an auxiliary loss of weight 0.05.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
-
 
 class LayerWeights(nn.Module):
     """Softmax-normalised learnable weights over the encoder's hidden states (uniform at start)."""
