@@ -1,0 +1,560 @@
+"""``mixcritic evaluate``: answers for a dataset split, then the paper's tables on them.
+
+The run, in order:
+
+1. pick the records of the split (all, or ``--limit`` of them stratified by category x stem);
+2. answer each one, with a trained critic (greedy, batched) or a baseline from
+   :mod:`mixcritic.baselines`, appending ``{"id", "response", ...}`` to
+   ``REPORT_DIR/predictions.jsonl`` after every batch, so an interrupted run resumes where it
+   stopped (ids already answered are skipped; a half-written last line is dropped);
+3. parse every answer with :func:`mixcritic.templates.parse_response` (an unparseable answer is
+   kept and counts as wrong) and compute :func:`mixcritic.metrics.build_report`;
+4. write ``report.json``, one CSV per table, and ``confusion.png`` when matplotlib is installed.
+
+Baseline answers are rendered to text with the response templates and parsed back, so models and
+baselines go through exactly the same path.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mixcritic import __version__
+from mixcritic.baselines import BASELINES
+from mixcritic.errors import DatasetError, MixcriticError
+from mixcritic.labels import CATEGORIES, TARGET_STEMS, Label
+from mixcritic.metrics import ACCURACY_KEYS, Case, build_report
+from mixcritic.reference import PAPER
+
+REPORT_SCHEMA_VERSION = 1
+"""Bumped when the layout of ``report.json`` changes (see ``schemas/evaluate.schema.json``)."""
+
+PREDICTIONS_FILE = "predictions.jsonl"
+RUN_FILE = "evaluation.json"
+PREDICTOR_FILE = "predictor.json"
+REPORT_FILE = "report.json"
+TRAIN_SPLIT, VALIDATION_SPLIT = "train", "valid"
+
+Progress = Callable[[Iterable, int, str], Iterable]
+"""``progress(iterable, total, description)`` -> the same items (a Rich bar in the CLI)."""
+
+
+@dataclass
+class EvaluateConfig:
+    """What ``mixcritic evaluate`` evaluates and where it writes."""
+
+    data_dir: Path
+    """Dataset folder written by ``mixcritic synth``."""
+    model_dir: Path | None = None
+    """Training run folder (``mixcritic train --out``); None with a baseline."""
+    baseline: str | None = None
+    """``loudness``, ``majority`` or ``random`` instead of a model."""
+    split: str = "test"
+    """Manifest split to evaluate."""
+    limit: int | None = None
+    """Evaluate this many records, stratified by category x target stem; None = all."""
+    seed: int = 0
+    """Seed of the ``--limit`` draw and of the random baseline."""
+    out_dir: Path | None = None
+    """Report folder; None = ``RUN/eval/<split>-<limit|all>-s<seed>`` or ``DATA/eval/<baseline>-<split>-...``."""
+    batch_size: int = 8
+    """Clips per ``generate`` call."""
+    device: str = "auto"
+    """Device for the model."""
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        if (self.model_dir is None) == (self.baseline is None):
+            raise MixcriticError("give either --model RUN or --baseline NAME (exactly one)")
+        if self.baseline is not None and self.baseline not in BASELINES:
+            raise MixcriticError(f"--baseline {self.baseline!r} is unknown; use one of {', '.join(BASELINES)}")
+        if self.model_dir is not None:
+            self.model_dir = Path(self.model_dir)
+        if self.limit is not None and self.limit < 1:
+            raise MixcriticError(f"--limit must be >= 1 (got {self.limit})")
+        if self.batch_size < 1:
+            raise MixcriticError(f"--batch-size must be >= 1 (got {self.batch_size})")
+        if self.out_dir is None:
+            self.out_dir = default_out_dir(self)
+        self.out_dir = Path(self.out_dir)
+
+    @property
+    def predictor_name(self) -> str:
+        """``model`` or the baseline's name."""
+        return self.baseline or "model"
+
+
+def default_out_dir(config: EvaluateConfig) -> Path:
+    """``RUN/eval/<split>-<n|all>-s<seed>`` for a model, ``DATA/eval/<baseline>-<split>-...`` for a baseline."""
+    name = f"{config.split}-{config.limit or 'all'}-s{config.seed}"
+    if config.baseline:
+        return config.data_dir / "eval" / f"{config.baseline}-{name}"
+    return Path(config.model_dir) / "eval" / name
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing the records
+
+
+def stratified_sample(records: Sequence[dict], limit: int | None, seed: int) -> list[dict]:
+    """``limit`` records spread over (category, target stem) in proportion to their counts.
+
+    Quotas use the largest-remainder rule (ties in category, stem order); records inside a cell
+    are drawn with ``seed``. The result keeps manifest order. ``limit`` None or >= len: all.
+    """
+    import numpy as np
+
+    if limit is None or limit >= len(records):
+        return list(records)
+    cells: dict[tuple[str, str], list[int]] = {}
+    for index, record in enumerate(records):
+        cells.setdefault((record["category"], record["target_stem"]), []).append(index)
+    keys = sorted(cells, key=lambda k: (CATEGORIES.index(k[0]), TARGET_STEMS.index(k[1])))
+    exact = {k: limit * len(cells[k]) / len(records) for k in keys}
+    quota = {k: int(exact[k]) for k in keys}
+    by_remainder = sorted(keys, key=lambda k: -(exact[k] - quota[k]))  # stable: ties keep cell order
+    for k in by_remainder[: limit - sum(quota.values())]:
+        quota[k] += 1
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for k in keys:
+        chosen.extend(int(i) for i in rng.permutation(cells[k])[: quota[k]])
+    return [records[i] for i in sorted(chosen)]
+
+
+# ---------------------------------------------------------------------------------------------
+# predictions.jsonl
+
+
+def read_predictions(path: Path) -> dict[str, dict]:
+    """Predictions already written, by id. A half-written last line is cut off the file.
+
+    Every complete line ends with a newline, so whatever follows the last newline is the remains
+    of an interrupted write. Raises DatasetError for a damaged line before that.
+    """
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    complete, _, partial = data.rpartition(b"\n")
+    out: dict[str, dict] = {}
+    for number, line in enumerate(complete.split(b"\n") if complete else [], start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            out[entry["id"]] = entry
+        except (ValueError, KeyError, TypeError):
+            raise DatasetError(f"{path}:{number}: damaged line; delete the file to start this evaluation over") from None
+    if partial:
+        with open(path, "r+b") as handle:
+            handle.truncate(len(data) - len(partial))
+    return out
+
+
+def append_predictions(path: Path, entries: Iterable[dict]) -> None:
+    """Append one JSON line per entry and flush it to disk."""
+    with open(path, "a", encoding="utf-8") as handle:
+        for entry in entries:
+            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def batched(items: Sequence, size: int) -> Iterator[list]:
+    """Consecutive slices of ``size`` (the last may be shorter)."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+# ---------------------------------------------------------------------------------------------
+# Answering
+
+
+def response_template_id(sample_id: str, label: Label) -> int:
+    """Which response template a baseline's answer uses: a stable function of the sample id."""
+    from mixcritic.templates import RESPONSE_TEMPLATES
+
+    return zlib.crc32(sample_id.encode("utf-8")) % len(RESPONSE_TEMPLATES[label.category])
+
+
+class BaselinePredictor:
+    """Answers with a baseline's label rendered through the response templates."""
+
+    def __init__(self, baseline, dataset) -> None:
+        self.baseline = baseline
+        self.dataset = dataset
+
+    def describe(self) -> dict:
+        """What the report says about the answering side."""
+        return {"kind": "baseline", **self.baseline.describe()}
+
+    def answer(self, records: list[dict]) -> list[dict]:
+        """``{"id", "response", "detail"?}`` per record, in order."""
+        from mixcritic.templates import render_response
+
+        out = []
+        for record in records:
+            label, detail = self.baseline.predict(self.dataset, record)
+            text = render_response(label, response_template_id(record["id"], label))
+            out.append({"id": record["id"], "response": text, **({"detail": detail} if detail else {})})
+        return out
+
+
+class ModelPredictor:
+    """Answers with a trained critic: the normalised mix and the sample's instruction, greedy."""
+
+    def __init__(self, critic, dataset, model_dir: Path, warn: Callable[[str], None] | None = None) -> None:
+        from mixcritic.templates import TEMPLATE_VERSION
+
+        self.critic = critic
+        self.dataset = dataset
+        self.model_dir = model_dir
+        settings = dict(critic.settings)
+        rate_hz = int(settings.get("sample_rate_hz", dataset_rate_hz(dataset)))
+        if rate_hz != dataset_rate_hz(dataset):
+            raise MixcriticError(
+                f"{model_dir}: the model expects {rate_hz} Hz audio but {dataset.root} holds {dataset_rate_hz(dataset)} Hz; "
+                "evaluate on a dataset synthesised for this model"
+            )
+        trained_version = str(settings.get("template_version") or "")
+        if warn and trained_version and trained_version != TEMPLATE_VERSION:
+            warn(f"{model_dir} was trained on response templates v{trained_version}, this parser reads v{TEMPLATE_VERSION}; "
+                 "answers in wording it does not know count as unparseable")
+        target = settings.get("target_lufs")
+        self.level_shift_db = 0.0 if target is None else float(target) - dataset_target_lufs(dataset)
+
+    def describe(self) -> dict:
+        """What the report says about the answering side: the run and its settings."""
+        settings = {k: v for k, v in dict(self.critic.settings).items() if _jsonable(v)}
+        return {"kind": "model", "name": "model", "run_dir": str(self.model_dir), "settings": settings,
+                "level_shift_db": self.level_shift_db}
+
+    def answer(self, records: list[dict]) -> list[dict]:
+        """``{"id", "response"}`` per record, in order; clips of equal length share a generate call."""
+        import numpy as np
+
+        from mixcritic.audio import apply_gain_db
+
+        out: list[dict] = []
+        for group in _equal_length_groups(records, self.dataset):
+            clips = [self.dataset.render(r, normalize=True) for r in group]
+            if self.level_shift_db:
+                clips = [apply_gain_db(c, self.level_shift_db) for c in clips]
+            texts = self.critic.generate(np.stack(clips).astype(np.float32), [r["instruction"] for r in group])
+            out.extend({"id": r["id"], "response": t} for r, t in zip(group, texts))
+        return out
+
+
+def _equal_length_groups(records: list[dict], dataset) -> list[list[dict]]:
+    """Split a batch into runs of equal clip length (the encoder is run without padding)."""
+    rate_hz = dataset_rate_hz(dataset)
+    groups: dict[int, list[dict]] = {}
+    for record in records:
+        groups.setdefault(round(float(record["duration_s"]) * rate_hz), []).append(record)
+    return list(groups.values())
+
+
+def _jsonable(value) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def dataset_rate_hz(dataset) -> int:
+    """The dataset's sample rate (24 kHz unless ``dataset.json`` says otherwise)."""
+    from mixcritic.labels import MODEL_SAMPLE_RATE_HZ
+
+    return int(getattr(dataset, "sample_rate_hz", None) or dataset.info.get("sample_rate_hz", MODEL_SAMPLE_RATE_HZ))
+
+
+def dataset_target_lufs(dataset) -> float:
+    """Loudness the dataset normalises rendered mixes to."""
+    from mixcritic.labels import DEFAULT_TARGET_LUFS
+
+    value = getattr(dataset, "target_lufs", None)
+    if value is None:
+        value = dataset.info.get("options", {}).get("target_lufs", DEFAULT_TARGET_LUFS)
+    return float(value)
+
+
+def make_predictor(config: EvaluateConfig, dataset, progress: Progress | None = None, warn: Callable[[str], None] | None = None):
+    """The model or baseline that answers, fitted or loaded as needed."""
+    from mixcritic import baselines
+
+    if config.model_dir is not None:
+        from mixcritic.inference import load_critic
+
+        return ModelPredictor(load_critic(config.model_dir, device=config.device), dataset, config.model_dir, warn)
+    if config.baseline == "majority":
+        return BaselinePredictor(baselines.MajorityBaseline.fit(dataset, TRAIN_SPLIT), dataset)
+    if config.baseline == "random":
+        return BaselinePredictor(baselines.RandomBaseline.fit(dataset, TRAIN_SPLIT, config.seed), dataset)
+    validation = VALIDATION_SPLIT if _has_records(dataset, VALIDATION_SPLIT) else None
+    if warn and config.split in (TRAIN_SPLIT, validation):
+        warn(f"the loudness baseline is fitted on '{config.split}' itself, so its scores there are optimistic; evaluate on 'test'")
+    if validation is None and warn:
+        warn(f"{config.data_dir} has no '{VALIDATION_SPLIT}' records: the loudness thresholds are fitted on '{TRAIN_SPLIT}'")
+    fitted = baselines.LoudnessBaseline.fit(
+        dataset, TRAIN_SPLIT, validation, dataset_rate_hz(dataset), baselines.LoudnessBaselineConfig(seed=config.seed), progress
+    )
+    return BaselinePredictor(fitted, dataset)
+
+
+def _has_records(dataset, split: str) -> bool:
+    try:
+        return bool(dataset.records(split))
+    except MixcriticError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def run_identity(config: EvaluateConfig, dataset) -> dict:
+    """What must match for ``predictions.jsonl`` in ``out_dir`` to be resumed."""
+    from mixcritic.templates import TEMPLATE_VERSION
+
+    return {
+        "data_dir": str(config.data_dir.resolve()),
+        "dataset_options": dataset.info.get("options"),
+        "split": config.split,
+        "limit": config.limit,
+        "seed": config.seed,
+        "predictor": config.predictor_name,
+        "model_dir": str(Path(config.model_dir).resolve()) if config.model_dir else None,
+        "model_sha256": model_fingerprint(Path(config.model_dir)) if config.model_dir else None,
+        "template_version": TEMPLATE_VERSION,
+    }
+
+
+def model_fingerprint(run_dir: Path) -> str:
+    """SHA-256 over the files of the model folder that ``load_critic`` would load.
+
+    Keeps answers of a retrained (or resumed) run from being mixed with older ones.
+    """
+    import hashlib
+
+    from mixcritic.model.checkpoint import find_model_folder
+
+    folder = find_model_folder(run_dir)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def check_or_write_identity(out_dir: Path, identity: dict) -> None:
+    """Refuse to mix predictions of different runs in one folder."""
+    path = out_dir / RUN_FILE
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            previous = None
+        if previous != identity:
+            diff = sorted(k for k in identity if not isinstance(previous, dict) or previous.get(k) != identity[k])
+            raise MixcriticError(
+                f"{out_dir} holds predictions of a different evaluation (differs in: {', '.join(diff) or 'format'}); "
+                "pass another --out or delete that folder"
+            )
+        return
+    write_text_atomic(path, json.dumps(identity, indent=2) + "\n")
+
+
+def evaluate(config: EvaluateConfig, progress: Progress | None = None, warn: Callable[[str], None] | None = None,
+             dataset=None) -> dict:
+    """Answer the chosen records (resuming), score them, write the report files; return the report.
+
+    ``dataset`` defaults to ``open_dataset(config.data_dir)``.
+    """
+    wrap = progress or (lambda it, total, desc: it)
+    if dataset is None:
+        from mixcritic.dataset import open_dataset
+
+        dataset = open_dataset(config.data_dir)
+    split_records = dataset.records(config.split)
+    if not split_records:
+        raise DatasetError(f"{config.data_dir}: split {config.split!r} has no records; choose another --split")
+    records = stratified_sample(split_records, config.limit, config.seed)
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    check_or_write_identity(config.out_dir, run_identity(config, dataset))
+
+    predictions_path = config.out_dir / PREDICTIONS_FILE
+    done = read_predictions(predictions_path)
+    todo = [r for r in records if r["id"] not in done]
+    predictor_path = config.out_dir / PREDICTOR_FILE
+    if todo or not predictor_path.exists():  # nothing left to answer: no need to load a model
+        predictor = make_predictor(config, dataset, progress, warn)
+        write_text_atomic(predictor_path, json.dumps(predictor.describe(), indent=2) + "\n")
+        batches = list(batched(todo, config.batch_size))
+        for batch in wrap(batches, len(batches), f"Answering {len(todo)} of {len(records)} clips"):
+            answers = predictor.answer(batch)
+            append_predictions(predictions_path, answers)
+            done.update((a["id"], a) for a in answers)
+    description = json.loads(predictor_path.read_text(encoding="utf-8"))
+    report = assemble_report(config, dataset, records, done, description, len(split_records))
+    write_report_files(report, config.out_dir)
+    return report
+
+
+def cases_from(records: Sequence[dict], predictions: dict[str, dict]) -> list[Case]:
+    """Parse each record's answer into a :class:`~mixcritic.metrics.Case`."""
+    from mixcritic.templates import parse_response
+
+    cases = []
+    for record in records:
+        text = predictions[record["id"]]["response"]
+        cases.append(Case(record["id"], record["category"], record["target_stem"], parse_response(text), record.get("anchor_stem")))
+    return cases
+
+
+def assemble_report(config: EvaluateConfig, dataset, records: Sequence[dict], predictions: dict[str, dict],
+                    predictor: dict, split_size: int) -> dict:
+    """The report dict (see ``schemas/evaluate.schema.json``)."""
+    from mixcritic.templates import TEMPLATE_VERSION
+
+    cases = cases_from(records, predictions)
+    notes = []
+    if predictor.get("sees_separate_stems"):
+        notes.append(predictor["note"])
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "mixcritic_version": __version__,
+        "data": {
+            "dir": str(config.data_dir),
+            "split": config.split,
+            "split_records": split_size,
+            "dataset_seed": (dataset.info.get("options") or {}).get("seed"),
+            "dataset_format_version": dataset.info.get("format_version"),
+            "dataset_template_version": dataset.info.get("template_version"),
+        },
+        "sample": {"limit": config.limit, "seed": config.seed, "n": len(records)},
+        "predictor": predictor,
+        "template_version": TEMPLATE_VERSION,
+        "metrics": build_report(cases),
+        "paper": PAPER,
+        "notes": notes,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def table_csv(section: dict, paper_section: dict | None, label: str) -> str:
+    """One accuracy table (rows + macro) as CSV, with the paper's figures beside ours."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    keys = [*ACCURACY_KEYS, "unparseable"]
+    paper_keys = ["both", "stem", "direction", "magnitude"]
+    writer.writerow([label, "n", "n_flawed", *keys, *(f"paper_{k}" for k in paper_keys)])
+    paper_rows = (paper_section or {}).get("rows", {})
+    for name, row in [*section["rows"].items(), ("macro", section["macro"])]:
+        paper = paper_rows.get(name) if name != "macro" else (paper_section or {}).get("macro")
+        writer.writerow([name, row["n"], row["n_flawed"], *(_fmt(row[k]) for k in keys),
+                         *(_fmt((paper or {}).get(k)) for k in paper_keys)])
+    return buffer.getvalue()
+
+
+def tasks_csv(tasks: dict, paper_tasks: dict) -> str:
+    """The FP / FN / precision / recall / F1 table as CSV, with the paper's figures."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    keys = ["tp", "fp", "fn", "precision", "recall", "f1", "fp_unparseable", "fn_unparseable"]
+    paper_keys = ["fp", "fn", "precision", "recall", "f1"]
+    writer.writerow(["task", *keys, *(f"paper_{k}" for k in paper_keys)])
+    for name, row in tasks.items():
+        writer.writerow([name, *(_fmt(row[k]) for k in keys), *(_fmt(paper_tasks.get(name, {}).get(k)) for k in paper_keys)])
+    return buffer.getvalue()
+
+
+def confusion_csv(confusion: dict) -> str:
+    """The category confusion matrix as CSV (rows = truth, columns = answer)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["truth \\ answer", *confusion["columns"]])
+    for name, counts in zip(confusion["rows"], confusion["counts"]):
+        writer.writerow([name, *counts])
+    return buffer.getvalue()
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return str(value)
+
+
+def write_report_files(report: dict, out_dir: Path) -> list[Path]:
+    """``report.json``, ``by_category.csv``, ``by_stem.csv``, ``by_direction.csv``, ``tasks.csv``,
+    ``confusion.csv`` and, with matplotlib, ``confusion.png``. Returns the paths written."""
+    metrics, paper = report["metrics"], report["paper"]
+    files = {
+        REPORT_FILE: json.dumps(report, indent=2) + "\n",
+        "by_category.csv": table_csv(metrics["by_category"], paper["by_category"], "category"),
+        "by_stem.csv": table_csv(metrics["by_stem"], paper["by_stem"], "stem"),
+        "by_direction.csv": table_csv(metrics["by_direction"], paper["by_direction"], "direction"),
+        "tasks.csv": tasks_csv(metrics["tasks"], paper["tasks"]),
+        "confusion.csv": confusion_csv(metrics["confusion"]),
+    }
+    written = []
+    for name, text in files.items():
+        write_text_atomic(out_dir / name, text)
+        written.append(out_dir / name)
+    png = write_confusion_png(metrics["confusion"], out_dir / "confusion.png", report["predictor"].get("name", ""))
+    if png:
+        written.append(png)
+    return written
+
+
+def write_confusion_png(confusion: dict, path: Path, title: str) -> Path | None:
+    """Row-normalised confusion heat map; None (nothing written) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    import numpy as np
+
+    counts = np.asarray(confusion["counts"], dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(confusion["columns"])), [c.replace("_", " ") for c in confusion["columns"]], rotation=30)
+    ax.set_yticks(range(len(confusion["rows"])), [r.replace("_", " ") for r in confusion["rows"]])
+    ax.set_xlabel("answer")
+    ax.set_ylabel("truth")
+    ax.set_title(f"Category confusion ({title})" if title else "Category confusion")
+    for (i, j), count in np.ndenumerate(counts):
+        ax.text(j, i, f"{int(count)}\n{shares[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                color="white" if shares[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
