@@ -171,7 +171,7 @@ def test_resume_skips_complete_tracks_and_rewrites_broken_ones(tmp_path):
     kept_mtimes = [(dirs[0] / f"{stem}.wav").stat().st_mtime_ns for stem in STEMS]
     (dirs[1] / "drums.wav").unlink()  # a track interrupted before its last stems
     sf.write(str(dirs[2] / "vocals.wav"), originals["vocals"][:1000], TOY_RATE_HZ, subtype="PCM_16")  # truncated
-    (dirs[2] / ".bass.wav.999.tmp").write_bytes(b"half")  # left over by a killed writer
+    (dirs[2] / ".bass.wav.tmp-999.wav").write_bytes(b"half")  # left over by a killed writer
 
     calls = []
     again = write_toy_tree(root, tracks=3, seconds=1.5, seed=1, on_track=lambda d, skipped: calls.append((d, skipped)))

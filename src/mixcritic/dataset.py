@@ -24,6 +24,7 @@ import numpy as np
 
 from mixcritic import labels
 from mixcritic.errors import DatasetError, SilentAudioError
+from mixcritic.files import atomic_path
 
 FORMAT = "mixcritic-dataset"
 FORMAT_VERSION = 1
@@ -275,15 +276,11 @@ def write_sample_wav(dataset: Dataset, record: dict, path: str | Path, normalize
     if path.suffix.lower() != ".wav":
         raise DatasetError(f"--out {path}: must end in .wav")
     audio = dataset.render(record, normalize=normalize)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        sf.write(str(tmp), audio, dataset.sample_rate_hz, subtype="FLOAT", format="WAV")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            sf.write(str(tmp), audio, dataset.sample_rate_hz, subtype="FLOAT", format="WAV")
     except OSError as exc:
         raise DatasetError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return {
         "id": record["id"],
         "out": str(path),

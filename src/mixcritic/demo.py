@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from mixcritic.files import atomic_path
 from mixcritic.errors import MixcriticError
 from mixcritic.labels import GAIN_RANGE_DB, TARGET_STEMS
 
@@ -95,9 +96,8 @@ def write_flawed_session(track_dir: Path, out_dir: Path, stem: str, gain_db: flo
         audio, rate_hz = read_audio(track_dir / f"{name}.wav")
         if name == stem:
             audio = apply_gain_db(audio, gain_db)
-        tmp = out_dir / f".{file_name}.tmp.wav"
-        sf.write(str(tmp), audio, rate_hz, subtype="FLOAT")
-        os.replace(tmp, out_dir / file_name)
+        with atomic_path(out_dir / file_name) as tmp:
+            sf.write(str(tmp), audio, rate_hz, subtype="FLOAT", format="WAV")
     return out_dir
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from mixcritic import __version__
 from mixcritic.baselines import BASELINES
 from mixcritic.errors import DatasetError, MixcriticError
+from mixcritic.files import atomic_path, write_text_atomic
 from mixcritic.labels import CATEGORIES, TARGET_STEMS, Label
 from mixcritic.metrics import ACCURACY_KEYS, Case, build_report
 from mixcritic.reference import PAPER
@@ -454,11 +455,6 @@ def assemble_report(config: EvaluateConfig, dataset, records: Sequence[dict], pr
 # Writing
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def table_csv(section: dict, paper_section: dict | None, label: str) -> str:
@@ -553,8 +549,7 @@ def write_confusion_png(confusion: dict, path: Path, title: str) -> Path | None:
         ax.text(j, i, f"{int(count)}\n{shares[i, j]:.0%}", ha="center", va="center", fontsize=7,
                 color="white" if shares[i, j] > 0.5 else "black")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -45,6 +45,7 @@ from mixcritic.dataset import (
     stems_cache_path,
 )
 from mixcritic.errors import AudioError, DatasetError
+from mixcritic.files import write_text_atomic
 
 WORK_DIR = "work"
 OPTIONS_FILE = "_options.json"
@@ -569,18 +570,6 @@ def _round_lufs(value: float) -> float | None:
 
 # ------------------------------------------------------------------------------------------------
 # Files: atomic writes, units, options
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``: never a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_npy_atomic(path: Path, array) -> None:

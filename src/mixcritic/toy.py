@@ -19,7 +19,6 @@ not music anyone should train a model on for real use.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mixcritic.errors import DatasetError
+from mixcritic.files import atomic_path, write_json_atomic
 from mixcritic.labels import STEMS
 
 TOY_VERSION = "1"
@@ -224,7 +224,7 @@ def claim_toy_tree(out_dir: str | Path, tracks: int, seconds: float, seed: int, 
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise DatasetError(f"{out_dir}: exists and is not a toy tree (no {TREE_INFO_NAME}); choose a new or empty folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, json.dumps(info, indent=2) + "\n")
+    write_json_atomic(path, info)
     return out_dir
 
 
@@ -257,25 +257,11 @@ def _write_track(track_dir: Path, stems: dict[str, np.ndarray]) -> None:
     import soundfile as sf
 
     track_dir.mkdir(parents=True, exist_ok=True)
-    for stale in track_dir.glob(".*.tmp"):
+    for stale in track_dir.glob(".*.tmp-*"):
         stale.unlink()
     for stem in STEMS:
-        final = track_dir / f"{stem}.wav"
-        tmp = track_dir / f".{stem}.wav.{os.getpid()}.tmp"
-        try:
+        with atomic_path(track_dir / f"{stem}.wav") as tmp:
             sf.write(str(tmp), stems[stem], TOY_RATE_HZ, subtype="PCM_16", format="WAV")
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------

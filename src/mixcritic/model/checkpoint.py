@@ -13,12 +13,12 @@ Training-state files for ``--resume`` (optimizer, scheduler, RNG) are written be
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mixcritic.errors import ModelError
+from mixcritic.files import atomic_path, write_json_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from mixcritic.model.critic import CriticSettings, MixCritic
@@ -29,24 +29,16 @@ COMPLETE_MARKER = "COMPLETE"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON via a temporary file and os.replace."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def save_trained(critic: "MixCritic", out_dir: Path, extra_settings: dict | None = None) -> Path:
     """Write ``trained.safetensors`` and ``mixcritic.json`` into ``out_dir`` (no COMPLETE marker)."""
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in critic.trained_state().items()}
-    tmp = out_dir / (TRAINED_FILE + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "mixcritic"})
-    os.replace(tmp, out_dir / TRAINED_FILE)
+    with atomic_path(out_dir / TRAINED_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "mixcritic"})
     settings = critic.settings.to_dict() | (extra_settings or {})
-    write_json_atomic(out_dir / SETTINGS_FILE, settings)
+    write_json_atomic(out_dir / SETTINGS_FILE, settings, sort_keys=True)
     return out_dir
 
 

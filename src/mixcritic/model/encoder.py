@@ -188,7 +188,6 @@ def load_encoder(source: str | Path, device: str = "cpu"):
     Returns ``(model, EncoderInfo)``. Raises ModelError if any checkpoint key is missing or
     unexpected after the legacy renames, so a silently half-initialised encoder cannot happen.
     """
-    import torch
     from transformers import HubertModel
 
     model_dir = resolve_model_dir(source)
