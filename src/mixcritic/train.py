@@ -564,17 +564,19 @@ def run_training(request: TrainRequest, source=None) -> dict:
     ``source``: an already-open dataset (anything with ``info``, ``records(split)`` and
     ``render(record, normalize=True)``); opened from ``request.data_dir`` when None.
     """
-    import torch
-    from transformers.trainer_callback import PrinterCallback
-
-    from mixcritic.model import build_critic, resolve_device
-    from mixcritic.model.checkpoint import COMPLETE_MARKER, mark_complete, write_json_atomic
-
-    device = resolve_device(request.device)
-    if source is None:
+    if source is None:  # a bad dataset is reported before any heavy import
         from mixcritic.dataset import open_dataset
 
         source = open_dataset(request.data_dir)
+
+    from mixcritic.model import build_critic, resolve_device  # first: quiets bitsandbytes' logger
+
+    import torch
+    from transformers.trainer_callback import PrinterCallback
+
+    from mixcritic.model.checkpoint import COMPLETE_MARKER, mark_complete, write_json_atomic
+
+    device = resolve_device(request.device)
     train, settings = resolve_settings(request, source)
     out_dir = Path(request.out_dir)
     train_set, eval_set = clip_datasets(source, train, settings.segment_samples)

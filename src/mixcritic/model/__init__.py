@@ -5,9 +5,14 @@ Heavy imports stay inside the submodules; importing this package imports nothing
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+# bitsandbytes 0.50 warns on every CPU import with AVX512-BF16 that an optional hub kernel
+# ('kernels-community') is missing; it falls back to its own kernel, which mixcritic uses anyway.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 if TYPE_CHECKING:  # pragma: no cover
     from mixcritic.model.critic import CriticSettings, MixCritic
