@@ -115,3 +115,24 @@ def test_model_from_environment(tiny_run, session_dir, monkeypatch):
     monkeypatch.setenv("MIXCRITIC_MODEL", str(tiny_run))
     doc = critique_json(str(session_dir), "--anchor", "bass")
     assert doc["settings"]["model"] == str(tiny_run)
+
+
+def test_encoder_and_llm_overrides_replace_the_checkpoints_sources(tiny_run, session_dir, tmp_path):
+    """A run whose base-model folders moved works again with --encoder/--llm pointing at them,
+    and gives exactly the answers of the original run."""
+    import shutil
+
+    original = json.loads((tiny_run / "model" / "mixcritic.json").read_text())
+    moved = tmp_path / "moved-run"
+    shutil.copytree(tiny_run / "model", moved)
+    # as a real (non-tiny) run: no tiny spec to rebuild the base from, sources that no longer exist
+    broken = original | {"encoder_source": str(tmp_path / "gone" / "mert"), "llm_source": str(tmp_path / "gone" / "qwen2"),
+                         "tiny_spec": None}
+    (moved / "mixcritic.json").write_text(json.dumps(broken))
+    args = ["critique", str(session_dir), "--anchor", "drums", "--device", "cpu", "--json", "--model", str(moved)]
+    failed = runner.invoke(app, args)
+    assert failed.exit_code == 1 and "gone" in failed.output and "Traceback" not in failed.output
+    fixed = critique_json(str(session_dir), "--anchor", "drums", "--model", str(moved),
+                          "--encoder", original["encoder_source"], "--llm", original["llm_source"])
+    reference = critique_json(str(session_dir), "--anchor", "drums", "--model", str(tiny_run))
+    assert [s["text"] for s in fixed["segments"]] == [s["text"] for s in reference["segments"]]

@@ -18,3 +18,10 @@ def warn(message: str) -> None:
 def info(message: str) -> None:
     """Print a one-line status message on stderr."""
     stderr.print(message, soft_wrap=True)
+
+
+def print_json(data) -> None:
+    """Print ``data`` as indented JSON on stdout, and nothing else (the ``--json`` channel)."""
+    import json
+
+    print(json.dumps(data, indent=2), flush=True)

@@ -23,7 +23,14 @@ import numpy as np
 
 from mixcritic import __version__
 from mixcritic.errors import MixcriticError, ModelError
-from mixcritic.labels import CORRECTION_DB, DEFAULT_TARGET_LUFS, MODEL_SAMPLE_RATE_HZ, STEMS, TARGET_STEMS, Label
+from mixcritic.labels import (
+    CORRECTION_DB,
+    DEFAULT_TARGET_LUFS,
+    MODEL_SAMPLE_RATE_HZ,
+    STEMS,
+    TARGET_STEMS,
+    Label,
+)
 from mixcritic.session import Session
 
 INSTRUCTION_TEMPLATE_ID = 0
@@ -463,22 +470,7 @@ def load_model(model_dir: Path, device: str = "auto", encoder: str | None = None
     from mixcritic.inference import load_critic
 
     encoder, llm = _check_source(encoder, "--encoder"), _check_source(llm, "--llm")
-    if encoder is None and llm is None:
-        return load_critic(model_dir, device=device)
-    import dataclasses
-
-    from mixcritic.inference import Critic
-    from mixcritic.model import build_critic, resolve_device
-    from mixcritic.model.checkpoint import find_model_folder, read_settings, read_trained
-
-    folder = find_model_folder(Path(model_dir))
-    settings = read_settings(folder)
-    settings = dataclasses.replace(
-        settings, encoder_source=encoder or settings.encoder_source, llm_source=llm or settings.llm_source
-    )
-    model = build_critic(settings, resolve_device(device), training=False)
-    model.load_trained_state(read_trained(folder))
-    return Critic(model.eval(), folder)
+    return load_critic(model_dir, device=device, encoder_source=encoder, llm_source=llm)
 
 
 def critic_device(critic: CriticLike, fallback: str | None = None) -> str | None:

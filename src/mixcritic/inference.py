@@ -113,18 +113,38 @@ def greedy_generate(model: "MixCritic", clips: "torch.Tensor", instructions: lis
     return out
 
 
-def load_critic(run_dir, device: str = "auto", encoder=None, llm=None) -> Critic:
+def load_critic(
+    run_dir,
+    device: str = "auto",
+    encoder=None,
+    llm=None,
+    encoder_source: str | None = None,
+    llm_source: str | None = None,
+) -> Critic:
     """Load a trained run (``RUN/``, ``RUN/model/`` or a ``checkpoint-N`` folder) for inference.
 
     ``encoder`` / ``llm``: already-loaded base models to reuse (the bare HubertModel and the bare
     causal LM, e.g. to evaluate several runs on one set of base weights); loaded from the
-    sources in the run's settings when None.
+    sources in the run's settings when None. ``encoder_source`` / ``llm_source``: hub ids or
+    local folders that replace those sources (e.g. local snapshots on an offline machine);
+    every other setting still comes from the checkpoint.
     """
+    import dataclasses
+
     from mixcritic.model import build_critic, resolve_device
-    from mixcritic.model.checkpoint import find_model_folder, read_settings, read_trained
+    from mixcritic.model.checkpoint import (
+        find_model_folder,
+        read_settings,
+        read_trained,
+    )
 
     folder = find_model_folder(Path(run_dir))
     settings = read_settings(folder)
+    settings = dataclasses.replace(
+        settings,
+        encoder_source=encoder_source or settings.encoder_source,
+        llm_source=llm_source or settings.llm_source,
+    )
     model = build_critic(settings, resolve_device(device), encoder=encoder, llm=llm, training=False)
     model.load_trained_state(read_trained(folder))
     return Critic(model.eval(), folder)

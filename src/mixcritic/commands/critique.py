@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from mixcritic.console import print_json
 from mixcritic.options import DeviceOption, JsonOption
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def critique(
     model_dir = resolve_model_dir(model)
     result = critique_with_model(session, model_dir, device, encoder, llm, batch_size, segment_s)
     if json_output:
-        typer.echo(json.dumps(result.to_json(), indent=2))
+        print_json(result.to_json())
     else:
         from mixcritic.console import stdout
 

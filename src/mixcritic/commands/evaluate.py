@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from mixcritic.console import print_json
 from mixcritic.options import DataArgument, DeviceOption, JsonOption, SeedOption
 
 ModelOption = Annotated[
@@ -78,7 +78,7 @@ def evaluate(
     with _progress_bars() as progress:
         report = run_evaluation(config, progress=progress, warn=console.warn)
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        print_json(report)
         return
     _print_report(report, console.stdout)
     console.info(f"Wrote {config.out_dir}/report.json, predictions.jsonl and CSV tables.")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from mixcritic.console import print_json
 from mixcritic.options import DataArgument, JsonOption
 
 
@@ -30,7 +30,7 @@ def render(
     record = dataset.record(sample_id)
     summary = write_sample_wav(dataset, record, out, normalize=not raw)
     if json_output:
-        typer.echo(json.dumps(summary, indent=2))
+        print_json(summary)
         return
     from mixcritic.console import stdout
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from mixcritic.console import print_json
 from mixcritic.errors import DatasetError
 from mixcritic.options import JsonOption, SeedOption, SegmentOption, WorkersOption
 
@@ -69,7 +69,7 @@ def synth(
     if json_output:
         summary = {key: result.info[key] for key in ("counts", "totals", "dropped", "broken_tracks", "options")}
         summary.update(out=str(out), elapsed_s=round(result.elapsed_s, 3), tracks_built=result.tracks_built, tracks_resumed=result.tracks_resumed)
-        typer.echo(json.dumps(summary, indent=2))
+        print_json(summary)
     else:
         _print_summary(result)
 

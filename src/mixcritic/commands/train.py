@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from mixcritic.console import print_json
 from mixcritic.options import DataArgument, DeviceOption, JsonOption
 
 PRESET_HELP = (
@@ -90,9 +91,7 @@ def train(
     if int(os.environ.get("RANK", "0")) != 0:
         return  # data-parallel run: only the first process reports
     if json_out:
-        import json
-
-        print(json.dumps({k: v for k, v in summary.items() if k != "log_history"}, indent=2))
+        print_json({k: v for k, v in summary.items() if k != "log_history"})
     else:
         print_summary(summary)
 
