@@ -37,7 +37,7 @@ MERT_330M_SHAPE = dict(
     hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
     conv_dim=[512] * 7, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
 )
-"""MERT-v1-330M's sizes; the other fields come from the MERT-style config in mixcritic.model.tiny."""
+"""MERT-v1-330M's sizes; the other fields come from the MERT-style config in mixcritic.critics.llm.tiny."""
 
 MERT_TINY_SHAPE = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -50,8 +50,8 @@ def build_encoder(shape: dict, device: str):
     import torch
     from transformers import HubertModel
 
-    from mixcritic.model.encoder import hubert_config_from_mert
-    from mixcritic.model.tiny import TinySpec, mert_style_config
+    from mixcritic.critics.llm.encoder import hubert_config_from_mert
+    from mixcritic.critics.llm.tiny import TinySpec, mert_style_config
 
     config = hubert_config_from_mert(mert_style_config(TinySpec()) | shape)
     with torch.device(device):
@@ -136,7 +136,7 @@ def init_random_(module, std: float) -> None:
 
 def build_tokenizer(out_dir: Path):
     """A small chat tokenizer (ids < 1024) to lay out the prompt; the LLM's embedding table is larger."""
-    from mixcritic.model.tiny import TinySpec, build_tiny_tokenizer, tokenizer_corpus
+    from mixcritic.critics.llm.tiny import TinySpec, build_tiny_tokenizer, tokenizer_corpus
 
     corpus = tokenizer_corpus() + [INSTRUCTION, ANSWER]
     return build_tiny_tokenizer(out_dir, TinySpec(vocab_size=400), corpus)
@@ -154,7 +154,7 @@ def measure(critic, device: str, batch_size: int, seconds: float, steps: int, au
     """Warm-up step + ``steps`` timed optimizer steps; samples/s and peak memory."""
     import torch
 
-    from mixcritic.model.prompt import build_example, collate_examples
+    from mixcritic.critics.llm.prompt import build_example, collate_examples
 
     samples = int(seconds * 24_000)
     n_audio = critic.frames_per_clip(samples)
@@ -207,8 +207,8 @@ def run(tiny: bool, pools: list[int], steps: int, batch_size: int, seconds: floa
     """Build the models once, then measure each pooling with a fresh projector and adapter."""
     import torch
 
-    from mixcritic.model.critic import CriticSettings, MixCritic
-    from mixcritic.model.llm import LoraSettings, add_lora
+    from mixcritic.critics.llm.critic import CriticSettings, MixCritic
+    from mixcritic.critics.llm.language_model import LoraSettings, add_lora
 
     device = "cpu" if tiny else "cuda"
     if not tiny and not torch.cuda.is_available():

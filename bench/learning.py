@@ -68,7 +68,7 @@ def clip_features(encoder_dir: str, clips, batch_size: int = 8):
     """Per clip: mean and std over time of the tiny MERT's layer-averaged hidden states."""
     import torch
 
-    from mixcritic.model.encoder import hidden_states, load_encoder
+    from mixcritic.critics.llm.encoder import hidden_states, load_encoder
 
     encoder, info = load_encoder(encoder_dir)
     feats = []
@@ -140,7 +140,7 @@ def audio_path_spread(critic, clips) -> dict:
     """
     import torch
 
-    from mixcritic.model.encoder import hidden_states
+    from mixcritic.critics.llm.encoder import hidden_states
 
     model = critic.model
     clips = torch.as_tensor(clips)
@@ -180,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mixcritic.dataset import open_dataset
-    from mixcritic.inference import load_critic
-    from mixcritic.train import TrainRequest, run_training
+    from mixcritic.critics.llm.inference import load_critic
+    from mixcritic.critics.llm.train import TrainRequest, run_training
 
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.data or make_toy_data(args.work, args.tracks, args.seconds)
@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         "audio_path_spread": audio_path_spread(critic, clips[:8]),
     }
     if args.probe:
-        from mixcritic.model import base_sources
-        from mixcritic.model.checkpoint import read_settings
+        from mixcritic.critics.llm import base_sources
+        from mixcritic.critics.llm.checkpoint import read_settings
 
         encoder_dir, _ = base_sources(read_settings(critic.folder))
         report["linear_probes"] = probes(source, encoder_dir, args.split, args.limit)

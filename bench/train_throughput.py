@@ -42,7 +42,7 @@ def time_steps(critic, batch: dict, audio, steps: int) -> tuple[float, float]:
 
 def time_encoder(critic, audio, steps: int) -> float:
     """Wall s per batch of the frozen encoder alone (hidden states, no grad)."""
-    from mixcritic.model.encoder import hidden_states
+    from mixcritic.critics.llm.encoder import hidden_states
 
     hidden_states(critic.encoder, audio, True)
     start = time.perf_counter()
@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mixcritic.dataset import open_dataset
-    from mixcritic.model import build_critic
-    from mixcritic.model.prompt import build_example, collate_examples
-    from mixcritic.train import TrainRequest, resolve_settings
+    from mixcritic.critics.llm import build_critic
+    from mixcritic.critics.llm.prompt import build_example, collate_examples
+    from mixcritic.critics.llm.train import TrainRequest, resolve_settings
 
     torch.set_num_threads(args.threads)
     source = open_dataset(args.data)

@@ -51,7 +51,7 @@ def tiny_base(tmp_path_factory):
     (``MIXCRITIC_CACHE_DIR`` points there for the whole session)."""
     import os
 
-    from mixcritic.model.tiny import TinySpec, ensure_tiny_base
+    from mixcritic.critics.llm.tiny import TinySpec, ensure_tiny_base
 
     root = tmp_path_factory.mktemp("mixcritic-cache")
     previous = os.environ.get("MIXCRITIC_CACHE_DIR")

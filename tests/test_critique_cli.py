@@ -58,7 +58,7 @@ def scripted(monkeypatch, tmp_path):
     run.mkdir()
     answers = [render_response(Label.for_flaw("loud", "bass"), 0), render_response(Label.for_flaw("very_loud", "bass"), 5),
                "Sounds great to me!"]
-    monkeypatch.setattr("mixcritic.inference.load_critic", lambda *a, **k: ScriptedCritic(answers))
+    monkeypatch.setattr("mixcritic.critics.llm.inference.load_critic", lambda *a, **k: ScriptedCritic(answers))
     return run
 
 

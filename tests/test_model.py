@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from mixcritic.errors import ModelError
-from mixcritic.model.encoder import frames_for_samples, hidden_states, hubert_config_from_mert, load_encoder
-from mixcritic.model.projector import LayerWeights, Projector, mean_rms_norm, norm_matching_loss, pool_frames
+from mixcritic.critics.llm.encoder import frames_for_samples, hidden_states, hubert_config_from_mert, load_encoder
+from mixcritic.critics.llm.projector import LayerWeights, Projector, mean_rms_norm, norm_matching_loss, pool_frames
 from model_helpers import TEST_TINY_SPEC_KW
 
-from mixcritic.model.tiny import (
+from mixcritic.critics.llm.tiny import (
     MERT_CONV_KERNELS,
     MERT_CONV_STRIDES,
     TinySpec,
@@ -140,8 +140,8 @@ def test_aux_loss_on_known_inputs():
 
 @pytest.fixture(scope="module")
 def tiny_critic(tiny_base):
-    from mixcritic.model import build_critic
-    from mixcritic.model.critic import CriticSettings
+    from mixcritic.critics.llm import build_critic
+    from mixcritic.critics.llm.critic import CriticSettings
 
     mert_dir, llm_dir = tiny_base
     settings = CriticSettings(str(mert_dir), str(llm_dir), projector_hidden=32, segment_s=1.0,
@@ -165,7 +165,7 @@ def test_tiny_llm_is_4bit_with_lora_on_all_linear_layers(tiny_critic):
 
 
 def test_labels_cover_only_the_answer_and_end_of_turn(tiny_critic):
-    from mixcritic.model.prompt import IGNORE_INDEX, build_example
+    from mixcritic.critics.llm.prompt import IGNORE_INDEX, build_example
 
     tok = tiny_critic.tokenizer
     example = build_example(tok, "Use the bass as the anchor.", 7, "The drums are too loud.")
@@ -180,7 +180,7 @@ def test_labels_cover_only_the_answer_and_end_of_turn(tiny_critic):
 
 
 def test_audio_embeddings_land_exactly_at_the_placeholder(tiny_critic):
-    from mixcritic.model.prompt import build_example, collate_examples
+    from mixcritic.critics.llm.prompt import build_example, collate_examples
 
     tok = tiny_critic.tokenizer
     n = tiny_critic.frames_per_clip(24_000)
@@ -198,7 +198,7 @@ def test_audio_embeddings_land_exactly_at_the_placeholder(tiny_critic):
 
 
 def test_tiny_4bit_model_overfits_one_batch(tiny_critic):
-    from mixcritic.model.prompt import build_example, collate_examples
+    from mixcritic.critics.llm.prompt import build_example, collate_examples
 
     tok = tiny_critic.tokenizer
     n = tiny_critic.frames_per_clip(24_000)
@@ -220,7 +220,7 @@ def test_tiny_4bit_model_overfits_one_batch(tiny_critic):
 
 
 def test_feature_standardizer_fits_mean_and_std_per_state_and_dimension():
-    from mixcritic.model.projector import FeatureStandardizer
+    from mixcritic.critics.llm.projector import FeatureStandardizer
 
     torch.manual_seed(0)
     states = torch.randn(3, 4, 50, 2) * torch.tensor([1.0, 10.0]) + torch.tensor([5.0, -2.0])

@@ -11,8 +11,8 @@ import torch
 from model_helpers import TEST_TINY_SPEC_KW, FakeSource
 
 from mixcritic.errors import ModelError
-from mixcritic.model.checkpoint import COMPLETE_MARKER, mark_complete, read_trained, save_trained
-from mixcritic.train import TrainRequest, run_training
+from mixcritic.critics.llm.checkpoint import COMPLETE_MARKER, mark_complete, read_trained, save_trained
+from mixcritic.critics.llm.train import TrainRequest, run_training
 
 torch.set_num_threads(1)
 
@@ -85,7 +85,7 @@ def test_resume_skips_interrupted_save_and_reproduces_the_run(full_run, tmp_path
 
 
 def test_feature_standardisation_is_fitted_saved_and_reloaded(tiny_base, tmp_path):
-    from mixcritic.inference import load_critic
+    from mixcritic.critics.llm.inference import load_critic
 
     out = tmp_path / "run"
     run_training(TrainRequest(data_dir=out, out_dir=out, preset="tiny", device="cpu", progress=False,
@@ -116,11 +116,11 @@ def test_resume_with_different_model_settings_is_refused(full_run, tmp_path):
 
 
 def test_save_then_load_gives_identical_logits_and_answers(tiny_base, tmp_path):
-    from mixcritic.inference import load_critic
-    from mixcritic.model import build_critic
-    from mixcritic.model.critic import CriticSettings
-    from mixcritic.model.prompt import build_example, collate_examples
-    from mixcritic.model.tiny import TinySpec
+    from mixcritic.critics.llm.inference import load_critic
+    from mixcritic.critics.llm import build_critic
+    from mixcritic.critics.llm.critic import CriticSettings
+    from mixcritic.critics.llm.prompt import build_example, collate_examples
+    from mixcritic.critics.llm.tiny import TinySpec
 
     mert_dir, llm_dir = tiny_base
     settings = CriticSettings(str(mert_dir), str(llm_dir), projector_hidden=32, segment_s=1.0, lora_r=4,
@@ -142,7 +142,7 @@ def test_save_then_load_gives_identical_logits_and_answers(tiny_base, tmp_path):
         before = model(audio, batch["input_ids"], batch["attention_mask"], batch["audio_mask"]).logits
         after = critic.model(audio, batch["input_ids"], batch["attention_mask"], batch["audio_mask"]).logits
     assert torch.equal(before, after)
-    from mixcritic.inference import Critic
+    from mixcritic.critics.llm.inference import Critic
 
     clips = torch.cat([audio, audio * 0.5]).numpy()
     answers = critic.generate(clips, ["Use the bass.", "Use the drums as the anchor."], max_new_tokens=8)
@@ -152,7 +152,7 @@ def test_save_then_load_gives_identical_logits_and_answers(tiny_base, tmp_path):
 
 
 def test_batched_generation_matches_one_by_one(full_run):
-    from mixcritic.inference import load_critic
+    from mixcritic.critics.llm.inference import load_critic
 
     out, _ = full_run
     critic = load_critic(out, device="cpu")
@@ -168,7 +168,7 @@ def test_batched_generation_matches_one_by_one(full_run):
 def test_generate_rejects_bad_input(full_run):
     import numpy as np
 
-    from mixcritic.inference import load_critic
+    from mixcritic.critics.llm.inference import load_critic
 
     critic = load_critic(full_run[0], device="cpu")
     with pytest.raises(ModelError, match="2 clips but 1 instructions"):
@@ -180,7 +180,7 @@ def test_generate_rejects_bad_input(full_run):
 
 
 def test_load_critic_without_a_model_says_how_to_train(tmp_path):
-    from mixcritic.inference import load_critic
+    from mixcritic.critics.llm.inference import load_critic
 
     with pytest.raises(ModelError, match="mixcritic train"):
         load_critic(tmp_path)

@@ -27,7 +27,7 @@ def toy_data(tmp_path_factory):
 
 def test_train_cli_on_toy_data_then_generate(toy_data, tiny_base, tmp_path):
     from mixcritic.dataset import open_dataset
-    from mixcritic.inference import load_critic
+    from mixcritic.critics.llm.inference import load_critic
 
     mert_dir, llm_dir = tiny_base
     run = tmp_path / "run"

@@ -47,7 +47,7 @@ VERDICTS: tuple[str, ...] = ("balanced", "too_loud", "too_quiet", "unparsed", "s
 
 
 class CriticLike(Protocol):
-    """What critique needs from :class:`mixcritic.inference.Critic` (test doubles implement it too)."""
+    """What critique needs from :class:`mixcritic.critics.llm.inference.Critic` (test doubles implement it too)."""
 
     settings: dict
 
@@ -467,7 +467,7 @@ def _check_source(value: str | None, option: str) -> str | None:
 def load_model(model_dir: Path, device: str = "auto", encoder: str | None = None, llm: str | None = None) -> CriticLike:
     """Load a trained run; ``encoder`` / ``llm`` replace the base-model locations in its settings
     (e.g. local snapshot folders on an offline machine). Everything else comes from the checkpoint."""
-    from mixcritic.inference import load_critic
+    from mixcritic.critics.llm.inference import load_critic
 
     encoder, llm = _check_source(encoder, "--encoder"), _check_source(llm, "--llm")
     return load_critic(model_dir, device=device, encoder_source=encoder, llm_source=llm)

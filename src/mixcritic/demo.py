@@ -246,8 +246,8 @@ def _synth(stems_root: Path, out_dir: Path, seed: int) -> Path:
 
 def _train(data_dir: Path, out_dir: Path, seed: int, max_steps: int | None = None) -> Path:
     """``mixcritic train DATA --out RUN --preset tiny --device cpu`` (resumes an interrupted run)."""
-    from mixcritic.model.checkpoint import is_complete
-    from mixcritic.train import TrainRequest, run_training
+    from mixcritic.critics.llm.checkpoint import is_complete
+    from mixcritic.critics.llm.train import TrainRequest, run_training
 
     if is_complete(out_dir / "model"):
         return out_dir

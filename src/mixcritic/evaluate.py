@@ -292,7 +292,7 @@ def make_predictor(config: EvaluateConfig, dataset, progress: Progress | None = 
     from mixcritic import baselines
 
     if config.model_dir is not None:
-        from mixcritic.inference import load_critic
+        from mixcritic.critics.llm.inference import load_critic
 
         return ModelPredictor(load_critic(config.model_dir, device=config.device), dataset, config.model_dir, warn)
     if config.baseline == "majority":
@@ -345,7 +345,7 @@ def model_fingerprint(run_dir: Path) -> str:
     """
     import hashlib
 
-    from mixcritic.model.checkpoint import find_model_folder
+    from mixcritic.critics.llm.checkpoint import find_model_folder
 
     folder = find_model_folder(run_dir)
     digest = hashlib.sha256()

@@ -61,7 +61,7 @@ def train(
     Checkpoints hold only trained tensors (safetensors) and settings (JSON). Under
     `accelerate launch` or `torchrun` the same command trains data-parallel on several GPUs.
     """
-    from mixcritic.train import TrainRequest, run_training
+    from mixcritic.critics.llm.train import TrainRequest, run_training
 
     train_values = {
         "max_steps": max_steps, "epochs": epochs, "learning_rate": lr, "weight_decay": weight_decay,

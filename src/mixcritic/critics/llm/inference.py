@@ -20,7 +20,7 @@ from mixcritic.errors import ModelError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from mixcritic.model.critic import MixCritic
+    from mixcritic.critics.llm.critic import MixCritic
 
 
 class Critic:
@@ -58,7 +58,7 @@ class Critic:
 
 def stop_token_ids(tokenizer) -> set[int]:
     """End-of-turn and end-of-text ids: generation stops at either."""
-    from mixcritic.model.llm import END_OF_TURN
+    from mixcritic.critics.llm.language_model import END_OF_TURN
 
     ids = {tokenizer.convert_tokens_to_ids(END_OF_TURN)}
     if tokenizer.eos_token_id is not None:
@@ -78,7 +78,7 @@ def greedy_generate(model: "MixCritic", clips: "torch.Tensor", instructions: lis
     """Greedy decoding with a KV cache on left-padded prompts; returns new token ids per row (stop token excluded)."""
     import torch
 
-    from mixcritic.model.prompt import build_example, collate_examples
+    from mixcritic.critics.llm.prompt import build_example, collate_examples
 
     tokenizer = model.tokenizer
     n_audio = model.frames_per_clip(clips.shape[1])
@@ -131,8 +131,8 @@ def load_critic(
     """
     import dataclasses
 
-    from mixcritic.model import build_critic, resolve_device
-    from mixcritic.model.checkpoint import (
+    from mixcritic.critics.llm import build_critic, resolve_device
+    from mixcritic.critics.llm.checkpoint import (
         find_model_folder,
         read_settings,
         read_trained,

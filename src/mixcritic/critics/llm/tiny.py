@@ -152,7 +152,7 @@ def build_tiny_mert(out_dir: Path, spec: TinySpec, weights_format: str = "safete
     import torch
     from transformers import HubertModel
 
-    from mixcritic.model.encoder import hubert_config_from_mert
+    from mixcritic.critics.llm.encoder import hubert_config_from_mert
 
     config = mert_style_config(spec)
     torch.manual_seed(spec.seed)
@@ -236,7 +236,7 @@ def template_conversations(count: int, seed: int) -> list[tuple[str, str]]:
 
     from mixcritic import templates
     from mixcritic.labels import CATEGORIES, STEMS, TARGET_STEMS, Label
-    from mixcritic.model.prompt import user_message
+    from mixcritic.critics.llm.prompt import user_message
 
     rng = random.Random(seed)
     pairs = []
@@ -259,8 +259,8 @@ def pretrain_on_templates(model, tokenizer, spec: TinySpec, batch_size: int = 16
     """
     import torch
 
-    from mixcritic.model.critic import causal_lm_loss
-    from mixcritic.model.prompt import build_example, collate_examples
+    from mixcritic.critics.llm.critic import causal_lm_loss
+    from mixcritic.critics.llm.prompt import build_example, collate_examples
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -16,8 +16,8 @@ from torch import nn
 
 from mixcritic.errors import ModelError
 from mixcritic.labels import DEFAULT_TARGET_LUFS, MODEL_SAMPLE_RATE_HZ
-from mixcritic.model.encoder import frames_for_samples, hidden_states
-from mixcritic.model.projector import (
+from mixcritic.critics.llm.encoder import frames_for_samples, hidden_states
+from mixcritic.critics.llm.projector import (
     FeatureStandardizer,
     LayerWeights,
     Projector,
@@ -69,7 +69,7 @@ class CriticSettings:
     template_version: str = ""
     """Version of the instruction / response templates the model was trained on."""
     prompt_version: str = ""
-    """Version of the prompt layout (mixcritic.model.prompt.PROMPT_VERSION)."""
+    """Version of the prompt layout (mixcritic.critics.llm.prompt.PROMPT_VERSION)."""
     max_new_tokens: int = 64
     """Generation limit for answers."""
     gradient_checkpointing: bool = True

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mixcritic.errors import ModelError
-from mixcritic.model.llm import END_OF_TURN
+from mixcritic.critics.llm.language_model import END_OF_TURN
 
 AUDIO_PLACEHOLDER = "<|audio|>"
 """Marks where the audio frames go inside the user turn."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mixcritic.model.critic import CriticSettings, MixCritic
+    from mixcritic.critics.llm.critic import CriticSettings, MixCritic
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -47,7 +47,7 @@ def resolve_device(device: str = "auto") -> str:
 def base_sources(settings: "CriticSettings") -> tuple[str, str]:
     """Encoder and LLM locations; for the tiny preset the (deterministic) base is rebuilt if missing."""
     if settings.tiny_spec is not None:
-        from mixcritic.model.tiny import TinySpec, ensure_tiny_base
+        from mixcritic.critics.llm.tiny import TinySpec, ensure_tiny_base
 
         if not (Path(settings.encoder_source).is_dir() and Path(settings.llm_source).is_dir()):
             mert_dir, llm_dir = ensure_tiny_base(TinySpec(**settings.tiny_spec))
@@ -63,9 +63,9 @@ def build_critic(settings: "CriticSettings", device: str = "cpu", encoder=None, 
     """
     import torch
 
-    from mixcritic.model.critic import MixCritic
-    from mixcritic.model.encoder import load_encoder
-    from mixcritic.model.llm import LoraSettings, add_lora, load_llm, load_tokenizer
+    from mixcritic.critics.llm.critic import MixCritic
+    from mixcritic.critics.llm.encoder import load_encoder
+    from mixcritic.critics.llm.language_model import LoraSettings, add_lora, load_llm, load_tokenizer
 
     encoder_source, llm_source = base_sources(settings)
     if encoder is None:

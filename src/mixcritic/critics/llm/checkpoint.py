@@ -7,7 +7,7 @@ Layout of a checkpoint folder (``RUN/model/`` or ``RUN/checkpoint-<step>/``)::
     COMPLETE              written last; a folder without it is an interrupted save and is ignored
 
 Training-state files for ``--resume`` (optimizer, scheduler, RNG) are written beside them by
-``mixcritic.train``, also without pickle.
+``mixcritic.critics.llm.train``, also without pickle.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mixcritic.errors import ModelError
 from mixcritic.files import atomic_path, write_json_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mixcritic.model.critic import CriticSettings, MixCritic
+    from mixcritic.critics.llm.critic import CriticSettings, MixCritic
 
 TRAINED_FILE = "trained.safetensors"
 SETTINGS_FILE = "mixcritic.json"
@@ -54,7 +54,7 @@ def is_complete(folder: Path) -> bool:
 
 def read_settings(folder: Path) -> "CriticSettings":
     """The CriticSettings stored in a checkpoint folder."""
-    from mixcritic.model.critic import CriticSettings
+    from mixcritic.critics.llm.critic import CriticSettings
 
     file = folder / SETTINGS_FILE
     if not file.is_file():

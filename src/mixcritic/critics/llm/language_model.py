@@ -55,7 +55,7 @@ def load_tokenizer(source: str | Path):
     """The LLM's own tokenizer (with its chat template) from a local dir or the local HF cache."""
     from transformers import AutoTokenizer
 
-    from mixcritic.model.encoder import resolve_model_dir
+    from mixcritic.critics.llm.encoder import resolve_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_dir(source)))
     if tokenizer.chat_template is None:
@@ -74,7 +74,7 @@ def load_llm(source: str | Path, device: str, quantize_4bit: bool):
     """
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from mixcritic.model.encoder import resolve_model_dir
+    from mixcritic.critics.llm.encoder import resolve_model_dir
 
     quiet_transformers()
     model_dir = resolve_model_dir(source)

@@ -97,8 +97,8 @@ def preset_settings(preset: str) -> tuple[TrainSettings, dict]:
     learning rate (random tiny models learn nothing at 1e-5 in 60 steps), no accumulation, and
     ``audio_pool`` 4 (187 instead of 749 audio positions: ~2x faster steps on a CPU).
     """
-    from mixcritic.model.encoder import MERT_HUB_ID
-    from mixcritic.model.llm import QWEN_HUB_ID
+    from mixcritic.critics.llm.encoder import MERT_HUB_ID
+    from mixcritic.critics.llm.language_model import QWEN_HUB_ID
 
     if preset == "paper":
         return TrainSettings(), {"encoder_source": MERT_HUB_ID, "llm_source": QWEN_HUB_ID}
@@ -147,7 +147,7 @@ class CriticCollator:
         import numpy as np
         import torch
 
-        from mixcritic.model.prompt import build_example, collate_examples
+        from mixcritic.critics.llm.prompt import build_example, collate_examples
 
         examples = [build_example(self.tokenizer, it["instruction"], self.n_audio, it["response"]) for it in items]
         batch = collate_examples(examples, self.tokenizer.pad_token_id, padding_side="right")
@@ -263,7 +263,7 @@ def make_trainer_class():
     """Build the Trainer subclass lazily (transformers is a heavy import)."""
     from transformers import Trainer
 
-    from mixcritic.model.checkpoint import mark_complete, read_trained, save_trained, write_json_atomic
+    from mixcritic.critics.llm.checkpoint import mark_complete, read_trained, save_trained, write_json_atomic
 
     class CriticTrainer(Trainer):
         """Trainer that logs both loss parts and saves only trained tensors, without pickle."""
@@ -422,14 +422,14 @@ class TrainRequest:
 
 def resolve_settings(request: TrainRequest, source) -> tuple[TrainSettings, Any]:
     """Preset + overrides + the dataset's audio settings -> (TrainSettings, CriticSettings)."""
-    from mixcritic.model.critic import CriticSettings
-    from mixcritic.model.prompt import PROMPT_VERSION
+    from mixcritic.critics.llm.critic import CriticSettings
+    from mixcritic.critics.llm.prompt import PROMPT_VERSION
 
     train, model = preset_settings(request.preset)
     train = replace(train, **dict(request.train_overrides))
     model = model | dict(request.model_overrides) | dataset_audio_settings(source) | {"prompt_version": PROMPT_VERSION}
     if request.preset == "tiny" and not ({"encoder_source", "llm_source"} & set(dict(request.model_overrides))):
-        from mixcritic.model.tiny import TinySpec, ensure_tiny_base
+        from mixcritic.critics.llm.tiny import TinySpec, ensure_tiny_base
 
         spec = TinySpec(**(model.get("tiny_spec") or {}))
         mert_dir, llm_dir = ensure_tiny_base(spec)
@@ -439,7 +439,7 @@ def resolve_settings(request: TrainRequest, source) -> tuple[TrainSettings, Any]
 
 def check_resume_compatible(run_dir: Path, settings) -> None:
     """Refuse to resume a run with different model settings (it would load mismatched tensors)."""
-    from mixcritic.model.checkpoint import read_settings
+    from mixcritic.critics.llm.checkpoint import read_settings
 
     previous = read_settings(run_dir).to_dict()
     current = settings.to_dict()
@@ -454,7 +454,7 @@ def drop_incomplete_checkpoints(run_dir: Path) -> list[Path]:
     import shutil
 
     from mixcritic.console import warn
-    from mixcritic.model.checkpoint import CHECKPOINT_PATTERN, is_complete
+    from mixcritic.critics.llm.checkpoint import CHECKPOINT_PATTERN, is_complete
 
     dropped = []
     for child in sorted(run_dir.iterdir()):
@@ -517,7 +517,7 @@ def _training_arguments(TrainingArguments, train: TrainSettings, out_dir: Path, 
 
 def prepare_run_dir(out_dir: Path, resume: bool, settings) -> Path | None:
     """Check ``out_dir`` for a new run or a resume; returns the checkpoint to resume from."""
-    from mixcritic.model.checkpoint import last_complete_checkpoint
+    from mixcritic.critics.llm.checkpoint import last_complete_checkpoint
 
     resume_from = None
     if resume:
@@ -569,12 +569,12 @@ def run_training(request: TrainRequest, source=None) -> dict:
 
         source = open_dataset(request.data_dir)
 
-    from mixcritic.model import build_critic, resolve_device  # first: quiets bitsandbytes' logger
+    from mixcritic.critics.llm import build_critic, resolve_device  # first: quiets bitsandbytes' logger
 
     import torch
     from transformers.trainer_callback import PrinterCallback
 
-    from mixcritic.model.checkpoint import COMPLETE_MARKER, mark_complete, write_json_atomic
+    from mixcritic.critics.llm.checkpoint import COMPLETE_MARKER, mark_complete, write_json_atomic
 
     device = resolve_device(request.device)
     train, settings = resolve_settings(request, source)
