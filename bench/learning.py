@@ -1,231 +1,138 @@
-"""Does the audio path carry information? Train the tiny preset on toy data, then score answers.
+"""Does the learned critic listen? A learning curve of the tiny preset, with audio and muted.
 
-Trains ``mixcritic train --preset tiny`` for a fixed step budget on a toy dataset, then asks the
-trained model about held-out test samples twice -- with the real mix, and with the audio replaced
-by digital silence -- and scores the parsed answers: category accuracy (5 classes, chance 20 %),
-stem accuracy on flawed samples (3 stems, chance 33 %), and the share of unparseable answers.
-``--probe`` adds linear probes (category, stem) on the tiny MERT's clip features and on plain
-log band energies, to tell "the information is not in the features" from "the LLM did not
-learn to use it".
+Trains ``mixcritic train --preset tiny`` with its defaults (checkpoints every ``--every`` steps),
+then scores each checkpoint with ``mixcritic evaluate`` on the test split twice: with the real
+mixes, and with ``--mute-audio`` (digital silence, same prompts). Macro Both is the paper's
+headline figure (stem and direction right; "no change" on no-error clips). A critic that listens
+scores far above its muted self; one that answers from the prompt scores the same.
 
-    PYTHONPATH=src python bench/learning.py --work /tmp/learning --steps 60
-    PYTHONPATH=src python bench/learning.py --data toy-data --work /tmp/learning --steps 200 --audio-pool 1
+    PYTHONPATH=src python bench/learning.py --work /tmp/learning                  # toy data (toy-stems + synth defaults)
+    PYTHONPATH=src python bench/learning.py --work /tmp/learning --musdb ../shared/musdb7-cc
 
-Prints a JSON report on stdout (progress on stderr).
+Prints a JSON report on stdout (progress on stderr); ``--markdown`` adds the table of
+docs/training.md. Training time is wall-clock and user+sys CPU seconds of this process and its
+DataLoader workers (the machine may be shared: CPU seconds are the steadier figure).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
+RUN = [sys.executable, "-m", "mixcritic"]
 
-def make_toy_data(work: Path, tracks: int, seconds: float) -> Path:
-    """Toy stems -> synth dataset in ``work`` (kept between runs)."""
-    import subprocess
 
+def cpu_seconds() -> float:
+    """user + sys CPU seconds of this process and its finished children so far."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def make_toy_data(work: Path) -> Path:
+    """``mixcritic toy-stems`` + ``mixcritic synth`` with their defaults, in ``work`` (kept between runs)."""
     data = work / "toy-data"
-    if (data / "dataset.json").is_file():
-        return data
-    run = [sys.executable, "-m", "mixcritic"]
-    subprocess.run(run + ["toy-stems", str(work / "toy"), "--tracks", str(tracks), "--seconds", str(seconds)], check=True)
-    subprocess.run(run + ["synth", str(work / "toy"), "--out", str(data), "--valid-fraction", "0.2"], check=True)
+    if not (data / "dataset.json").is_file():
+        subprocess.run(RUN + ["toy-stems", str(work / "toy")], check=True)
+        subprocess.run(RUN + ["synth", str(work / "toy"), "--out", str(data)], check=True)
     return data
 
 
-def score(answers: list[str], records: list[dict]) -> dict:
-    """Category accuracy, stem accuracy on flawed samples, unparseable share, predicted categories."""
-    from mixcritic.templates import parse_response
-
-    parsed = [parse_response(a) for a in answers]
-    category_hits = sum(p is not None and p.category == r["category"] for p, r in zip(parsed, records))
-    flawed = [(p, r) for p, r in zip(parsed, records) if r["category"] != "no_error"]
-    stem_hits = sum(p is not None and p.stem == r["target_stem"] for p, r in flawed)
-    return {
-        "n": len(records),
-        "category_accuracy": round(category_hits / len(records), 4),
-        "stem_accuracy_on_flawed": round(stem_hits / max(1, len(flawed)), 4),
-        "unparseable": round(sum(p is None for p in parsed) / len(records), 4),
-        "predicted_categories": dict(Counter(p.category if p else "unparseable" for p in parsed)),
-        "predicted_stems_on_flawed": dict(Counter(str(p.stem) if p else "unparseable" for p, _ in flawed)),
-    }
+def make_musdb_data(work: Path, musdb: Path) -> Path:
+    """musdb7-cc (7 s songs) synthesised with 3.5 s chunks, as in docs/performance.md."""
+    data = work / "musdb7-data"
+    if not (data / "dataset.json").is_file():
+        subprocess.run(RUN + ["synth", str(musdb), "--out", str(data), "--segment-s", "3.5", "--valid-fraction", "0.25"], check=True)
+    return data
 
 
-def ask(critic, clips, records: list[dict], batch_size: int) -> list[str]:
-    """Greedy answers for ``clips`` (N, samples) with each record's instruction."""
-    answers: list[str] = []
-    for start in range(0, len(records), batch_size):
-        part = records[start:start + batch_size]
-        answers += critic.generate(clips[start:start + batch_size], [r["instruction"] for r in part])
-    return answers
+def train(data: Path, run_dir: Path, every: int, max_steps: int | None) -> dict:
+    """The tiny preset with its defaults (plus checkpoints every ``every`` steps); timing added."""
+    from mixcritic.critics.llm.train import TrainRequest, run_training, preset_settings
+
+    steps = max_steps or preset_settings("tiny")[0].max_steps
+    overrides = [("save_steps", every), ("save_total_limit", steps // every + 1)]
+    if max_steps:
+        overrides.append(("max_steps", max_steps))
+    if (run_dir / "train_summary.json").is_file():
+        return json.loads((run_dir / "bench_timing.json").read_text())
+    started_wall, started_cpu = time.perf_counter(), cpu_seconds()
+    summary = run_training(TrainRequest(data, run_dir, "tiny", tuple(overrides), device="cpu", progress=False))
+    timing = {"steps": summary["global_step"], "train_wall_s": round(time.perf_counter() - started_wall, 1),
+              "train_cpu_s": round(cpu_seconds() - started_cpu, 1), "final_loss": summary["final_loss"]}
+    (run_dir / "bench_timing.json").write_text(json.dumps(timing))
+    return timing
 
 
-def clip_features(encoder_dir: str, clips, batch_size: int = 8):
-    """Per clip: mean and std over time of the tiny MERT's layer-averaged hidden states."""
-    import torch
+def macro_both(data: Path, model: Path, out: Path, mute: bool, limit: int | None) -> float:
+    """Macro Both of ``model`` on the test split (``evaluate``'s own code), muted or not."""
+    from mixcritic.evaluate import EvaluateConfig, evaluate
 
-    from mixcritic.critics.llm.encoder import hidden_states, load_encoder
-
-    encoder, info = load_encoder(encoder_dir)
-    feats = []
-    for start in range(0, len(clips), batch_size):
-        states = hidden_states(encoder, torch.as_tensor(clips[start:start + batch_size]), info.normalize_input).mean(0)
-        feats.append(torch.cat([states.mean(1), states.std(1)], dim=1))
-    return torch.cat(feats)
+    config = EvaluateConfig(data_dir=data, model_dir=model, split="test", limit=limit, out_dir=out, device="cpu",
+                            mute_audio=mute, batch_size=16)
+    return evaluate(config)["metrics"]["by_category"]["macro"]["both"]
 
 
-def band_features(clips, rate_hz: int = 24_000, bands: int = 24):
-    """Per clip: log energies of ``bands`` log-spaced frequency bands (a plain spectral baseline)."""
-    import numpy as np
-    import torch
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the run's complete checkpoints, by step."""
+    from mixcritic.critics.llm.checkpoint import CHECKPOINT_PATTERN, is_complete
 
-    spectrum = np.abs(np.fft.rfft(clips, axis=1)) ** 2
-    freqs = np.fft.rfftfreq(clips.shape[1], 1 / rate_hz)
-    edges = np.geomspace(30, rate_hz / 2, bands + 1)
-    energies = [spectrum[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in zip(edges[:-1], edges[1:])]
-    return torch.as_tensor(np.log10(np.stack(energies, axis=1) + 1e-12), dtype=torch.float32)
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name)) and is_complete(p)]
+    return sorted(found)
 
 
-def probe_accuracy(train_x, train_y, test_x, test_y, classes: int, steps: int = 500) -> float:
-    """Test accuracy of a linear softmax classifier fitted on standardised features."""
-    import torch
-
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    torch.manual_seed(0)
-    layer = torch.nn.Linear(train_x.shape[1], classes)
-    optimizer = torch.optim.Adam(layer.parameters(), lr=1e-2, weight_decay=1e-3)
-    for _ in range(steps):
-        loss = torch.nn.functional.cross_entropy(layer(train_x), train_y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return round(float((layer(test_x).argmax(1) == test_y).float().mean()), 4)
+def curve(data: Path, run_dir: Path, limit: int | None, final_only: bool) -> list[dict]:
+    """Macro Both with audio and muted at every checkpoint (or only the last)."""
+    points = checkpoints(run_dir)
+    rows = []
+    for step, folder in points[-1:] if final_only else points:
+        print(f"evaluating step {step}", file=sys.stderr)
+        audio = macro_both(data, folder, run_dir / "bench-eval" / f"{step}-audio", False, limit)
+        muted = macro_both(data, folder, run_dir / "bench-eval" / f"{step}-muted", True, limit)
+        rows.append({"step": step, "macro_both_audio": round(audio, 4), "macro_both_muted": round(muted, 4),
+                     "gap_points": round(100 * (audio - muted), 1)})
+    return rows
 
 
-def probes(source, encoder_dir: str, split: str, limit: int) -> dict:
-    """Linear probes for category and target stem on the tiny MERT's features and on band energies."""
-    import numpy as np
-    import torch
-
-    from mixcritic.labels import CATEGORIES, TARGET_STEMS
-
-    train = source.records("train")
-    test = source.records(split)[:limit]
-    out = {}
-    for name, make in (("tiny_mert", lambda c: clip_features(encoder_dir, c)), ("band_energies", band_features)):
-        tx = make(np.stack([source.render(r) for r in train]))
-        vx = make(np.stack([source.render(r) for r in test]))
-        for task, values, key in (("category", CATEGORIES, "category"), ("stem", TARGET_STEMS, "target_stem")):
-            rows_t = [i for i, r in enumerate(train) if task == "category" or r["category"] != "no_error"]
-            rows_v = [i for i, r in enumerate(test) if task == "category" or r["category"] != "no_error"]
-            ty = torch.tensor([values.index(train[i][key]) for i in rows_t])
-            vy = torch.tensor([values.index(test[i][key]) for i in rows_v])
-            out[f"{name}_{task}_accuracy"] = probe_accuracy(tx[rows_t], ty, vx[rows_v], vy, len(values))
-    return out
-
-
-def audio_path_spread(critic, clips) -> dict:
-    """How much the audio tokens differ between clips, relative to their size.
-
-    ``encoder_clip_spread``: std across clips of the clip-mean encoder features (layer-averaged)
-    over their overall std; ``tokens_clip_spread`` / ``tokens_time_spread``: std across clips of
-    the clip-mean projected audio embeddings / std over time within a clip, over their RMS;
-    ``silence_distance``: RMS distance between the clip-mean embeddings of silence and of the
-    clips, over their RMS. Near-zero spreads mean the LLM sees the same audio tokens for every clip.
-    """
-    import torch
-
-    from mixcritic.critics.llm.encoder import hidden_states
-
-    model = critic.model
-    clips = torch.as_tensor(clips)
-    with torch.no_grad():
-        states = hidden_states(model.encoder, clips, model.settings.normalize_input).mean(0)
-        tokens = model.audio_embeddings(clips)
-        silence = model.audio_embeddings(torch.zeros_like(clips))
-        text = model.llm.get_input_embeddings().weight
-    rms = tokens.pow(2).mean().sqrt()
-    return {
-        "layer_weights": [round(w, 4) for w in torch.softmax(model.layer_weights.logits, 0).tolist()],
-        "encoder_clip_spread": round(float(states.mean(1).std(0).mean() / states.std()), 4),
-        "tokens_rms": round(float(rms), 4),
-        "text_embedding_rms": round(float(text.pow(2).mean().sqrt()), 4),
-        "tokens_clip_spread": round(float(tokens.mean(1).std(0).pow(2).mean().sqrt() / rms), 4),
-        "tokens_time_spread": round(float(tokens.std(1).pow(2).mean().sqrt() / rms), 4),
-        "silence_distance": round(float((silence.mean(1) - tokens.mean(1)).pow(2).mean().sqrt() / rms), 4),
-    }
+def markdown(report: dict) -> str:
+    """The learning-curve table of docs/training.md."""
+    lines = ["| data | step | macro Both, audio | macro Both, muted | gap (points) |", "|---|---|---|---|---|"]
+    for name, part in report["datasets"].items():
+        for row in part["curve"]:
+            lines.append(f"| {name} | {row['step']} | {100 * row['macro_both_audio']:.1f} % | "
+                         f"{100 * row['macro_both_muted']:.1f} % | {row['gap_points']:+.1f} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Tiny-preset learning check: real audio vs silence.")
-    parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: build toy data in --work)")
-    parser.add_argument("--work", type=Path, required=True, help="scratch folder (toy data, run)")
-    parser.add_argument("--steps", type=int, default=60, help="training steps (the budget)")
-    parser.add_argument("--audio-pool", type=int, default=None, help="override the tiny preset's --audio-pool")
-    parser.add_argument("--standardize-clips", type=int, default=0, help="train with --standardize-clips N")
-    parser.add_argument("--lr", type=float, default=None, help="override the tiny preset's learning rate")
-    parser.add_argument("--split", default="test", help="split to score")
-    parser.add_argument("--limit", type=int, default=120, help="samples scored")
-    parser.add_argument("--probe", action="store_true", help="also fit linear probes (tiny MERT vs band energies)")
-    parser.add_argument("--tracks", type=int, default=8, help="toy songs when building toy data")
-    parser.add_argument("--seconds", type=float, default=30.0, help="toy song length")
+    parser = argparse.ArgumentParser(description="Tiny-preset learning curve: macro Both with audio and muted.")
+    parser.add_argument("--work", type=Path, required=True, help="scratch folder (data, runs, evaluations; reused)")
+    parser.add_argument("--data", type=Path, default=None, help="toy dataset (default: toy-stems + synth defaults in --work)")
+    parser.add_argument("--musdb", type=Path, default=None, help="also train and score on musdb7-cc (its folder)")
+    parser.add_argument("--every", type=int, default=100, help="checkpoint (curve point) every N steps")
+    parser.add_argument("--max-steps", type=int, default=None, help="override the preset's step count")
+    parser.add_argument("--limit", type=int, default=None, help="score a stratified draw of N test clips (default all)")
+    parser.add_argument("--markdown", action="store_true", help="also print the docs table on stderr")
     args = parser.parse_args(argv)
 
-    import numpy as np
-    import torch
-
-    from mixcritic.dataset import open_dataset
-    from mixcritic.critics.llm.inference import load_critic
-    from mixcritic.critics.llm.train import TrainRequest, run_training
-
     args.work.mkdir(parents=True, exist_ok=True)
-    data = args.data or make_toy_data(args.work, args.tracks, args.seconds)
-    run_dir = args.work / f"run-{args.steps}-pool{args.audio_pool or 'preset'}-lr{args.lr or 'preset'}-std{args.standardize_clips}"
-    overrides = [("max_steps", args.steps), ("eval_steps", 0), ("save_steps", max(args.steps, 1))]
-    if args.lr is not None:
-        overrides.append(("learning_rate", args.lr))
-    model_overrides = [("audio_pool", args.audio_pool)] if args.audio_pool else []
-    if args.standardize_clips:
-        model_overrides.append(("standardize_clips", args.standardize_clips))
-    if not (run_dir / "model" / "COMPLETE").is_file():
-        import shutil
-
-        shutil.rmtree(run_dir, ignore_errors=True)
-        started = time.perf_counter()
-        summary = run_training(TrainRequest(data, run_dir, "tiny", tuple(overrides), tuple(model_overrides), device="cpu"))
-        train_s = time.perf_counter() - started
-    else:
-        summary = json.loads((run_dir / "train_summary.json").read_text())
-        train_s = summary["train_seconds"]
-    source = open_dataset(data)
-    records = source.records(args.split)[: args.limit]
-    clips = np.stack([source.render(r) for r in records])
-    critic = load_critic(run_dir, device="cpu")
-    torch.manual_seed(0)
-    report = {
-        "data": str(data),
-        "steps": args.steps,
-        "audio_pool": critic.settings["audio_pool"],
-        "standardize_clips": critic.settings["standardize_clips"],
-        "train_seconds": round(train_s, 1),
-        "final_train_loss": summary.get("final_loss"),
-        "real_audio": score(ask(critic, clips, records, 8), records),
-        "silence": score(ask(critic, np.zeros_like(clips), records, 8), records),
-        "truth_categories": dict(Counter(r["category"] for r in records)),
-        "audio_path_spread": audio_path_spread(critic, clips[:8]),
-    }
-    if args.probe:
-        from mixcritic.critics.llm import base_sources
-        from mixcritic.critics.llm.checkpoint import read_settings
-
-        encoder_dir, _ = base_sources(read_settings(critic.folder))
-        report["linear_probes"] = probes(source, encoder_dir, args.split, args.limit)
+    sets = {"toy": args.data or make_toy_data(args.work)}
+    if args.musdb:
+        sets["musdb7-cc"] = make_musdb_data(args.work, args.musdb)
+    report = {"preset": "tiny", "every": args.every, "limit": args.limit, "datasets": {}}
+    for name, data in sets.items():
+        run_dir = args.work / f"run-{name}"
+        print(f"training on {name}", file=sys.stderr)
+        timing = train(data, run_dir, args.every, args.max_steps)
+        report["datasets"][name] = {"data": str(data), **timing,
+                                    "curve": curve(data, run_dir, args.limit, final_only=name != "toy")}
     print(json.dumps(report, indent=2))
+    if args.markdown:
+        print(markdown(report), file=sys.stderr)
     return 0
 
 

@@ -41,6 +41,8 @@ PREDICTIONS_FILE = "predictions.jsonl"
 RUN_FILE = "evaluation.json"
 PREDICTOR_FILE = "predictor.json"
 REPORT_FILE = "report.json"
+MUTED_NOTE = ("audio muted (--mute-audio): every clip was answered with digital silence and its usual prompt; "
+              "compare with the unmuted report to see how much the critic listens")
 TRAIN_SPLIT, VALIDATION_SPLIT = "train", "valid"
 
 Progress = Callable[[Iterable, int, str], Iterable]
@@ -69,6 +71,8 @@ class EvaluateConfig:
     """Clips per ``generate`` call."""
     device: str = "auto"
     """Device for the model."""
+    mute_audio: bool = False
+    """Ablation: answer every clip with its audio replaced by digital silence (same prompt)."""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -78,6 +82,8 @@ class EvaluateConfig:
             raise MixcriticError(f"--baseline {self.baseline!r} is unknown; use one of {', '.join(BASELINES)}")
         if self.model_dir is not None:
             self.model_dir = Path(self.model_dir)
+        if self.mute_audio and self.model_dir is None:
+            raise MixcriticError("--mute-audio needs --model RUN: baselines read the separate stems, not the audio the model hears")
         if self.limit is not None and self.limit < 1:
             raise MixcriticError(f"--limit must be >= 1 (got {self.limit})")
         if self.batch_size < 1:
@@ -94,7 +100,7 @@ class EvaluateConfig:
 
 def default_out_dir(config: EvaluateConfig) -> Path:
     """``RUN/eval/<split>-<n|all>-s<seed>`` for a model, ``DATA/eval/<baseline>-<split>-...`` for a baseline."""
-    name = f"{config.split}-{config.limit or 'all'}-s{config.seed}"
+    name = f"{config.split}-{config.limit or 'all'}-s{config.seed}" + ("-muted" if config.mute_audio else "")
     if config.baseline:
         return config.data_dir / "eval" / f"{config.baseline}-{name}"
     return Path(config.model_dir) / "eval" / name
@@ -208,13 +214,22 @@ class BaselinePredictor:
         return out
 
 
-class ModelPredictor:
-    """Answers with a trained critic: the normalised mix and the sample's instruction, greedy."""
+def mute_clips(clips: list) -> list:
+    """The ``--mute-audio`` ablation: each clip replaced by digital silence of the same length."""
+    import numpy as np
 
-    def __init__(self, critic, dataset, model_dir: Path, warn: Callable[[str], None] | None = None) -> None:
+    return [np.zeros_like(clip) for clip in clips]
+
+
+class ModelPredictor:
+    """Answers with a trained critic: the normalised mix (or, muted, silence) and the sample's instruction, greedy."""
+
+    def __init__(self, critic, dataset, model_dir: Path, warn: Callable[[str], None] | None = None,
+                 mute_audio: bool = False) -> None:
         from mixcritic.templates import TEMPLATE_VERSION
 
         self.critic = critic
+        self.mute_audio = mute_audio
         self.dataset = dataset
         self.model_dir = model_dir
         settings = dict(critic.settings)
@@ -235,7 +250,7 @@ class ModelPredictor:
         """What the report says about the answering side: the run and its settings."""
         settings = {k: v for k, v in dict(self.critic.settings).items() if _jsonable(v)}
         return {"kind": "model", "name": "model", "run_dir": str(self.model_dir), "settings": settings,
-                "level_shift_db": self.level_shift_db}
+                "level_shift_db": self.level_shift_db, "mute_audio": self.mute_audio}
 
     def answer(self, records: list[dict]) -> list[dict]:
         """``{"id", "response"}`` per record, in order; clips of equal length share a generate call."""
@@ -248,6 +263,8 @@ class ModelPredictor:
             clips = [self.dataset.render(r, normalize=True) for r in group]
             if self.level_shift_db:
                 clips = [apply_gain_db(c, self.level_shift_db) for c in clips]
+            if self.mute_audio:
+                clips = mute_clips(clips)
             texts = self.critic.generate(np.stack(clips).astype(np.float32), [r["instruction"] for r in group])
             out.extend({"id": r["id"], "response": t} for r, t in zip(group, texts))
         return out
@@ -294,7 +311,8 @@ def make_predictor(config: EvaluateConfig, dataset, progress: Progress | None = 
     if config.model_dir is not None:
         from mixcritic.critics.llm.inference import load_critic
 
-        return ModelPredictor(load_critic(config.model_dir, device=config.device), dataset, config.model_dir, warn)
+        return ModelPredictor(load_critic(config.model_dir, device=config.device), dataset, config.model_dir, warn,
+                              config.mute_audio)
     if config.baseline == "majority":
         return BaselinePredictor(baselines.MajorityBaseline.fit(dataset, TRAIN_SPLIT), dataset)
     if config.baseline == "random":
@@ -335,6 +353,7 @@ def run_identity(config: EvaluateConfig, dataset) -> dict:
         "model_dir": str(Path(config.model_dir).resolve()) if config.model_dir else None,
         "model_sha256": model_fingerprint(Path(config.model_dir)) if config.model_dir else None,
         "template_version": TEMPLATE_VERSION,
+        "mute_audio": config.mute_audio,
     }
 
 
@@ -431,6 +450,8 @@ def assemble_report(config: EvaluateConfig, dataset, records: Sequence[dict], pr
     notes = []
     if predictor.get("sees_separate_stems"):
         notes.append(predictor["note"])
+    if predictor.get("mute_audio"):
+        notes.append(MUTED_NOTE)
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
         "mixcritic_version": __version__,

@@ -42,6 +42,14 @@ OutOption = Annotated[
     ),
 ]
 BatchOption = Annotated[int, typer.Option("--batch-size", min=1, help="Clips per generate() call on the model.")]
+MuteOption = Annotated[
+    bool,
+    typer.Option(
+        "--mute-audio",
+        help="Ablation: answer every clip with its audio replaced by digital silence and the same prompt. "
+        "A critic that listens scores far lower muted; the report and JSON say the audio was muted.",
+    ),
+]
 
 
 def evaluate(
@@ -54,6 +62,7 @@ def evaluate(
     out: OutOption = None,
     batch_size: BatchOption = 8,
     device: DeviceOption = "auto",
+    mute_audio: MuteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Score a trained critic (or a baseline) on a dataset split with the paper's metrics.
@@ -67,13 +76,15 @@ def evaluate(
       mixcritic evaluate DATA --model RUN --limit 1000
 
       mixcritic evaluate DATA --baseline loudness --json > loudness.json
+
+      mixcritic evaluate DATA --model RUN --mute-audio    # does the critic listen at all?
     """
     from mixcritic import console
     from mixcritic.evaluate import EvaluateConfig, evaluate as run_evaluation
 
     config = EvaluateConfig(
         data_dir=data, model_dir=model, baseline=baseline, split=split, limit=limit, seed=seed,
-        out_dir=out, batch_size=batch_size, device=device,
+        out_dir=out, batch_size=batch_size, device=device, mute_audio=mute_audio,
     )
     with _progress_bars() as progress:
         report = run_evaluation(config, progress=progress, warn=console.warn)
@@ -163,6 +174,8 @@ def _print_report(report: dict, out) -> None:
 
     metrics, paper, predictor = report["metrics"], report["paper"], report["predictor"]
     who = f"model {predictor['run_dir']}" if predictor.get("run_dir") else f"baseline {predictor.get('name')}"
+    if predictor.get("mute_audio"):
+        who += " [yellow](audio muted: silence in, same prompts)[/yellow]"
     out.print(
         f"[bold]{who}[/bold] on {report['data']['dir']} split {report['data']['split']}: "
         f"{metrics['n']} clips ({metrics['n_flawed']} flawed)"

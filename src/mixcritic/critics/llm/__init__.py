@@ -47,11 +47,13 @@ def resolve_device(device: str = "auto") -> str:
 def base_sources(settings: "CriticSettings") -> tuple[str, str]:
     """Encoder and LLM locations; for the tiny preset the (deterministic) base is rebuilt if missing."""
     if settings.tiny_spec is not None:
+        from mixcritic.critics.llm.logmel import is_logmel
         from mixcritic.critics.llm.tiny import TinySpec, ensure_tiny_base
 
-        if not (Path(settings.encoder_source).is_dir() and Path(settings.llm_source).is_dir()):
+        encoder_ok = is_logmel(settings.encoder_source) or Path(settings.encoder_source).is_dir()
+        if not (encoder_ok and Path(settings.llm_source).is_dir()):
             mert_dir, llm_dir = ensure_tiny_base(TinySpec(**settings.tiny_spec))
-            return str(mert_dir), str(llm_dir)
+            return (settings.encoder_source if is_logmel(settings.encoder_source) else str(mert_dir)), str(llm_dir)
     return settings.encoder_source, settings.llm_source
 
 

@@ -183,11 +183,15 @@ def read_normalize_flag(model_dir: Path) -> bool:
 
 
 def load_encoder(source: str | Path, device: str = "cpu"):
-    """Load a MERT snapshot into a frozen, eval-mode ``HubertModel``.
+    """Load a MERT snapshot into a frozen, eval-mode ``HubertModel`` (or, for ``"logmel"``, the log-mel front end).
 
     Returns ``(model, EncoderInfo)``. Raises ModelError if any checkpoint key is missing or
     unexpected after the legacy renames, so a silently half-initialised encoder cannot happen.
     """
+    from mixcritic.critics.llm.logmel import is_logmel, load_logmel_encoder
+
+    if is_logmel(source):  # the deterministic CPU stand-in (critics/llm/logmel.py)
+        return load_logmel_encoder(device)
     from transformers import HubertModel
 
     model_dir = resolve_model_dir(source)

@@ -24,6 +24,8 @@ from typing import Any
 from mixcritic.errors import DatasetError, ModelError
 
 PRESETS = ("paper", "tiny")
+TINY_MERT_SOURCE = "tiny-mert"
+"""``--encoder`` value of the tiny preset's random-init MERT (tests the real MERT loading code; learns nothing)."""
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "valid"
 
@@ -93,22 +95,26 @@ def preset_settings(preset: str) -> tuple[TrainSettings, dict]:
     """(TrainSettings, model-settings dict) of a preset.
 
     ``paper``: the paper's recipe on MERT-v1-330M + Qwen2-7B-Instruct (4-bit).
-    ``tiny``: the same code on tiny random-init models on CPU in about a minute: a much larger
-    learning rate (random tiny models learn nothing at 1e-5 in 60 steps), no accumulation, and
-    ``audio_pool`` 4 (187 instead of 749 audio positions: ~2x faster steps on a CPU).
+    ``tiny``: the same code on CPU in a few minutes, built to show that the learned path listens:
+    the deterministic log-mel front end (``--encoder logmel``; ``tiny-mert`` selects the tiny
+    random MERT) with fitted feature standardisation, the tiny Qwen2 unquantised (4-bit costs
+    ~2.4x per step on a CPU), ``audio_pool`` 75 (one audio position per second), no dropout, a much
+    larger learning rate and 600 steps (see docs/training.md, "Does the tiny critic listen?").
     """
     from mixcritic.critics.llm.encoder import MERT_HUB_ID
     from mixcritic.critics.llm.language_model import QWEN_HUB_ID
+    from mixcritic.critics.llm.logmel import LOGMEL_SOURCE
 
     if preset == "paper":
         return TrainSettings(), {"encoder_source": MERT_HUB_ID, "llm_source": QWEN_HUB_ID}
     if preset == "tiny":
         train = TrainSettings(
-            epochs=1.0, learning_rate=3e-3, weight_decay=0.0, batch_size=4, grad_accum=1, max_grad_norm=1.0,
-            logging_steps=5, eval_steps=20, save_steps=20, max_steps=60, max_eval_samples=16, workers=1,
+            epochs=1.0, learning_rate=5e-3, weight_decay=0.0, batch_size=4, grad_accum=1, max_grad_norm=1.0,
+            logging_steps=10, eval_steps=100, save_steps=100, max_steps=600, max_eval_samples=16, workers=1,
         )
-        return train, {"projector_hidden": 64, "lora_r": 8, "lora_alpha": 16, "gradient_checkpointing": False,
-                       "audio_pool": 4}
+        return train, {"encoder_source": LOGMEL_SOURCE, "audio_pool": 75, "standardize_clips": 64,
+                       "quantize_4bit": False, "projector_hidden": 64, "projector_dropout": 0.0,
+                       "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "gradient_checkpointing": False}
     raise ModelError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
 
 
@@ -428,13 +434,25 @@ def resolve_settings(request: TrainRequest, source) -> tuple[TrainSettings, Any]
     train, model = preset_settings(request.preset)
     train = replace(train, **dict(request.train_overrides))
     model = model | dict(request.model_overrides) | dataset_audio_settings(source) | {"prompt_version": PROMPT_VERSION}
-    if request.preset == "tiny" and not ({"encoder_source", "llm_source"} & set(dict(request.model_overrides))):
-        from mixcritic.critics.llm.tiny import TinySpec, ensure_tiny_base
-
-        spec = TinySpec(**(model.get("tiny_spec") or {}))
-        mert_dir, llm_dir = ensure_tiny_base(spec)
-        model |= {"encoder_source": str(mert_dir), "llm_source": str(llm_dir), "tiny_spec": asdict(spec)}
+    if request.preset == "tiny":
+        model = tiny_base_sources(model, "llm_source" in dict(request.model_overrides))
     return train, CriticSettings(**model)
+
+
+def tiny_base_sources(model: dict, llm_given: bool) -> dict:
+    """Tiny preset: the tiny Qwen2 (unless ``--llm`` was given) and, for ``--encoder tiny-mert``, the
+    tiny random MERT, both built once into the cache; ``tiny_spec`` is recorded to rebuild them."""
+    from mixcritic.critics.llm.tiny import TinySpec, ensure_tiny_base
+
+    if llm_given and model.get("encoder_source") != TINY_MERT_SOURCE:
+        return model
+    spec = TinySpec(**(model.get("tiny_spec") or {}))
+    mert_dir, llm_dir = ensure_tiny_base(spec)
+    if model.get("encoder_source") == TINY_MERT_SOURCE:
+        model = model | {"encoder_source": str(mert_dir)}
+    if not llm_given:
+        model = model | {"llm_source": str(llm_dir), "tiny_spec": asdict(spec)}
+    return model
 
 
 def check_resume_compatible(run_dir: Path, settings) -> None:
