@@ -113,11 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (data, runs, evaluations; reused)")
     parser.add_argument("--data", type=Path, default=None, help="toy dataset (default: toy-stems + synth defaults in --work)")
     parser.add_argument("--musdb", type=Path, default=None, help="also train and score on musdb7-cc (its folder)")
-    parser.add_argument("--every", type=int, default=100, help="checkpoint (curve point) every N steps")
+    parser.add_argument("--every", type=int, default=500, help="checkpoint (curve point) every N steps")
     parser.add_argument("--max-steps", type=int, default=None, help="override the preset's step count")
     parser.add_argument("--limit", type=int, default=None, help="score a stratified draw of N test clips (default all)")
     parser.add_argument("--markdown", action="store_true", help="also print the docs table on stderr")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     args.work.mkdir(parents=True, exist_ok=True)
     sets = {"toy": args.data or make_toy_data(args.work)}

@@ -16,7 +16,9 @@ from mixcritic.critics.llm.train import TrainRequest, run_training
 
 torch.set_num_threads(1)
 
-SPEC = (("tiny_spec", TEST_TINY_SPEC_KW),)
+SPEC = (("tiny_spec", TEST_TINY_SPEC_KW), ("encoder_source", "tiny-mert"), ("quantize_4bit", True), ("audio_pool", 4),
+        ("standardize_clips", 0))
+"""The tiny random MERT in 4-bit QLoRA at pool 4 (the preset uses log-mel): keeps the real MERT loading path tested."""
 FAST = (("max_steps", 6), ("save_steps", 3), ("eval_steps", 3), ("workers", 0), ("logging_steps", 1))
 
 

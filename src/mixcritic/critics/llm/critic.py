@@ -149,7 +149,11 @@ class MixCritic(nn.Module):
     def frames_per_clip(self, samples: int) -> int:
         """Audio positions one clip of ``samples`` occupies in the prompt (after pooling)."""
         cfg = self.encoder.config
-        return pooled_frame_count(frames_for_samples(cfg.conv_kernel, cfg.conv_stride, samples), self.settings.audio_pool)
+        frames = frames_for_samples(cfg.conv_kernel, cfg.conv_stride, samples)
+        if frames < self.settings.audio_pool:
+            raise ModelError(f"a clip of {samples} samples gives {frames} encoder frames, fewer than --audio-pool "
+                             f"{self.settings.audio_pool}; use longer clips or a smaller --audio-pool.")
+        return pooled_frame_count(frames, self.settings.audio_pool)
 
     @property
     def device(self) -> torch.device:

@@ -110,7 +110,7 @@ def preset_settings(preset: str) -> tuple[TrainSettings, dict]:
     if preset == "tiny":
         train = TrainSettings(
             epochs=1.0, learning_rate=5e-3, weight_decay=0.0, batch_size=4, grad_accum=1, max_grad_norm=1.0,
-            logging_steps=10, eval_steps=100, save_steps=100, max_steps=600, max_eval_samples=16, workers=1,
+            logging_steps=10, eval_steps=250, save_steps=250, max_steps=1500, max_eval_samples=16, workers=1,
         )
         return train, {"encoder_source": LOGMEL_SOURCE, "audio_pool": 75, "standardize_clips": 64,
                        "quantize_4bit": False, "projector_hidden": 64, "projector_dropout": 0.0,
