@@ -52,6 +52,11 @@ SegmentOverride = Annotated[
     typer.Option("--segment-s", min=1.0, help="Segment length in seconds \\[default: the checkpoint's, 10 s in training].", show_default=False),
 ]
 
+PadOption = Annotated[
+    bool,
+    typer.Option("--pad", help="Accept stems much shorter than the others (under 1 s or half the longest) and pad them with silence."),
+]
+
 _VERDICT_STYLE = {
     "very_loud": "bold red", "very_quiet": "bold red", "loud": "yellow", "quiet": "yellow",
     "balanced": "green", "silent": "dim", "anchor_inactive": "dim", "no_target": "dim", "unparsed": "magenta",
@@ -69,6 +74,7 @@ def critique(
     device: DeviceOption = "auto",
     batch_size: BatchOption = 8,
     segment_s: SegmentOverride = None,
+    pad: PadOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Say, per segment, which stem is out of balance against the anchor and by how many dB.
@@ -89,7 +95,7 @@ def critique(
     from mixcritic.session import open_session
 
     with ProgressBar("Reading audio", None) as advance:
-        session = open_session(source, anchor, stem, stems_present, progress=lambda path: advance(1))
+        session = open_session(source, anchor, stem, stems_present, progress=lambda path: advance(1), pad=pad)
     report_session(session)
     model_dir = resolve_model_dir(model)
     result = critique_with_model(session, model_dir, device, encoder, llm, batch_size, segment_s)
@@ -152,6 +158,7 @@ class ProgressBar:
 def report_session(session: "Session") -> None:
     """Warnings and notes about how the input was read, on stderr."""
     from mixcritic.console import info, warn
+    from mixcritic.session import SILENT_REASON
 
     if session.mode == "mix":
         f = session.files[0]
@@ -168,7 +175,10 @@ def report_session(session: "Session") -> None:
         if f.padded_s:
             warn(f"{f.path.name} is {f.padded_s:.3f} s shorter than the longest stem; padded with silence at the end")
     for f in session.ignored:
-        info(f"ignored {f.path.name}: {f.reason}")
+        if f.reason == SILENT_REASON:
+            warn(f"{f.path.name} is {f.reason}")
+        else:
+            info(f"ignored {f.path.name}: {f.reason}")
     info(f"anchor: {session.anchor_stem}; length {session.duration_s:.2f} s")
 
 
