@@ -16,7 +16,7 @@ import typer
 
 from mixcritic import __version__
 from mixcritic.commands import critique, demo, evaluate, render, synth, toy_stems, train
-from mixcritic.errors import MixcriticError
+from mixcritic.errors import Interrupted, MixcriticError
 
 app = typer.Typer(
     name="mixcritic",
@@ -51,10 +51,11 @@ def user_errors(func: Callable) -> Callable:
 
             stderr.print(Text("Error: ", style="bold red") + Text(str(exc)), soft_wrap=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if _debug():
                 raise
-            print("Interrupted. Completed outputs are kept; re-run the same command to resume.", file=sys.stderr)
+            hint = exc.hint if isinstance(exc, Interrupted) else "Completed outputs are kept; re-run the same command to resume."
+            print(f"Interrupted. {hint}", file=sys.stderr)
             raise typer.Exit(130) from None
 
     return wrapper
@@ -91,3 +92,6 @@ for _name, _func in [
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no third-party bars leak into our stderr

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
+
 from rich.console import Console
 
 stdout = Console(highlight=False)
@@ -25,3 +29,36 @@ def print_json(data) -> None:
     import json
 
     print(json.dumps(data, indent=2), flush=True)
+
+
+@contextlib.contextmanager
+def spinner(label: str) -> Iterator[None]:
+    """A spinner with the elapsed time on stderr while the block runs (e.g. a model loading); when
+    the block ends, one line says how long it took. Third-party progress bars are silenced."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    quiet_third_party_progress()
+    started_s = time.perf_counter()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr, transient=True) as bar:
+        bar.add_task(label, total=None)
+        yield
+    info(f"{label}: done in {time.perf_counter() - started_s:.1f} s")
+
+
+def quiet_third_party_progress() -> None:
+    """Silence transformers' and huggingface_hub's own tqdm bars ("Loading weights", "Writing model
+    shards"): mixcritic draws its own progress on stderr. Imports nothing that is not loaded yet."""
+    import os
+    import sys
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when those libraries are imported
+    if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] in ("", "0"):
+        return
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()

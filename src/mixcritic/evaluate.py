@@ -44,7 +44,8 @@ REPORT_FILE = "report.json"
 TRAIN_SPLIT, VALIDATION_SPLIT = "train", "valid"
 
 Progress = Callable[[Iterable, int, str], Iterable]
-"""``progress(iterable, total, description)`` -> the same items (a Rich bar in the CLI)."""
+"""``progress(iterable, total, description)`` -> the same items (a Rich bar in the CLI). An item
+that is a list (a batch) counts as its length, so ``total`` counts clips, not batches."""
 
 
 @dataclass
@@ -401,7 +402,7 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, warn: Cal
         predictor = make_predictor(config, dataset, progress, warn)
         write_text_atomic(predictor_path, json.dumps(predictor.describe(), indent=2) + "\n")
         batches = list(batched(todo, config.batch_size))
-        for batch in wrap(batches, len(batches), f"Answering {len(todo)} of {len(records)} clips"):
+        for batch in wrap(batches, len(todo), f"Answering {len(todo)} of {len(records)} clips"):
             answers = predictor.answer(batch)
             append_predictions(predictions_path, answers)
             done.update((a["id"], a) for a in answers)

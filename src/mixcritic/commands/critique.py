@@ -113,13 +113,13 @@ def critique_with_model(
     batch_size: int, segment_s: float | None,
 ) -> "CritiqueReport":
     """Load the critic, warn about setting mismatches, run every segment with a progress bar."""
-    from mixcritic.console import info, warn
+    from mixcritic.console import spinner, warn
     from mixcritic.critique import (
         CritiqueConfig, check_template_version, critic_device, load_model, num_segments, run_critique,
     )
 
-    info(f"Loading the model from {model_dir} ...")
-    critic = load_model(model_dir, device, encoder, llm)
+    with spinner(f"Loading the model from {model_dir}"):
+        critic = load_model(model_dir, device, encoder, llm)
     config = CritiqueConfig.from_settings(critic.settings, segment_s, batch_size)
     trained_s = critic.settings.get("segment_s")
     if segment_s is not None and trained_s is not None and abs(segment_s - float(trained_s)) > 1e-9:

@@ -69,7 +69,11 @@ def evaluate(
       mixcritic evaluate DATA --baseline loudness --json > loudness.json
     """
     from mixcritic import console
+    from mixcritic.errors import MixcriticError
     from mixcritic.evaluate import EvaluateConfig, evaluate as run_evaluation
+
+    if out is not None and out.exists() and not out.is_dir():
+        raise MixcriticError(f"--out {out}: is a file, not a folder; give a folder for the report (new, or one to resume)")
 
     config = EvaluateConfig(
         data_dir=data, model_dir=model, baseline=baseline, split=split, limit=limit, seed=seed,
@@ -86,14 +90,30 @@ def evaluate(
 
 @contextlib.contextmanager
 def _progress_bars() -> Iterator:
-    """A ``progress(iterable, total, description)`` function drawing Rich bars on stderr."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    """A ``progress(iterable, total, description)`` function drawing Rich bars on stderr.
 
-    from mixcritic.console import stderr
+    Until the first bar starts, a spinner with the elapsed time shows that the model is loading.
+    An item that is a list (a batch of clips) advances its bar by its length, so the bar counts
+    clips when ``total`` does."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    from mixcritic.console import quiet_third_party_progress, stderr
+
+    quiet_third_party_progress()
+    columns = (SpinnerColumn(finished_text=" "), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=stderr, transient=False) as bars:
-        yield lambda items, total, description: bars.track(items, total=total, description=description)
+        loading = bars.add_task("Loading the data and the critic", total=None)
+
+        def track(items, total, description):
+            if loading in bars.task_ids:
+                bars.remove_task(loading)
+            task = bars.add_task(description, total=total)
+            for item in items:
+                yield item
+                bars.advance(task, len(item) if isinstance(item, list) else 1)
+
+        yield track
 
 
 def _pct(value) -> str:

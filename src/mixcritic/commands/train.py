@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from mixcritic.console import print_json
+from mixcritic.errors import Interrupted, ModelError
 from mixcritic.options import DataArgument, DeviceOption, JsonOption
 
 PRESET_HELP = (
@@ -20,6 +21,7 @@ Opt = typer.Option
 
 
 def train(
+    ctx: typer.Context,
     data: DataArgument,
     out: Annotated[Path, Opt("--out", help="Run folder: checkpoint-N/, model/, train_summary.json.")],
     preset: Annotated[str, Opt("--preset", help=PRESET_HELP)] = "tiny",
@@ -60,8 +62,19 @@ def train(
 
     Checkpoints hold only trained tensors (safetensors) and settings (JSON). Under
     `accelerate launch` or `torchrun` the same command trains data-parallel on several GPUs.
+    After Ctrl-C, the command printed resumes from the last complete checkpoint.
+
+    Examples:
+
+    mixcritic train toy-data --out toy-run
+
+    mixcritic train DATA --out RUN --preset paper --encoder ./MERT-v1-330M --llm ./Qwen2-7B-Instruct
+
+    mixcritic train DATA --out RUN --preset paper --resume
     """
     from mixcritic.critics.llm.train import TrainRequest, run_training
+
+    check_options(data, out, preset)  # fail in a second, before torch and transformers load
 
     train_values = {
         "max_steps": max_steps, "epochs": epochs, "learning_rate": lr, "weight_decay": weight_decay,
@@ -87,13 +100,71 @@ def train(
         device=device,
         progress=not json_out,
     )
-    summary = run_training(request)
+    try:
+        summary = run_training(request)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupt_hint(ctx, out)) from None
     if int(os.environ.get("RANK", "0")) != 0:
         return  # data-parallel run: only the first process reports
     if json_out:
         print_json({k: v for k, v in summary.items() if k != "log_history"})
     else:
         print_summary(summary)
+
+
+def check_options(data: Path, out: Path, preset: str) -> None:
+    """The checks that need no heavy import: the preset's name, ``--out`` not a file, DATA a dataset."""
+    from mixcritic.critics.llm.train import PRESETS
+    from mixcritic.dataset import open_dataset
+
+    if preset not in PRESETS:
+        raise ModelError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"--out {out}: is a file, not a folder; give a new folder for the run (or an existing run with --resume)")
+    open_dataset(data)
+
+
+def interrupt_hint(ctx, out: Path) -> str:
+    """What to type after Ctrl-C: the same command with ``--resume`` once a complete checkpoint
+    exists; otherwise (nothing saved yet) the same command, after removing half-written checkpoints."""
+    from mixcritic.critics.llm.checkpoint import last_complete_checkpoint
+
+    if last_complete_checkpoint(out) is not None:
+        return f"Checkpoints are kept; continue with: {command_line(ctx, resume=True)}"
+    _drop_half_saved(out)
+    return f"No checkpoint was complete yet; start again with: {command_line(ctx, resume=False)}"
+
+
+def _drop_half_saved(out: Path) -> None:
+    import shutil
+
+    from mixcritic.critics.llm.checkpoint import CHECKPOINT_PATTERN
+
+    for folder in out.glob("checkpoint-*") if out.is_dir() else []:
+        if CHECKPOINT_PATTERN.match(folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def command_line(ctx, resume: bool) -> str:
+    """The command as the user typed it (only the options they gave), with ``--resume`` set or cleared."""
+    import shlex
+
+    parts = ["mixcritic", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name == "resume":
+            continue
+        if param.param_type_name == "argument":
+            parts.append(str(value))
+        elif getattr(ctx.get_parameter_source(param.name), "name", None) in ("COMMANDLINE", "ENVIRONMENT"):
+            if param.is_flag:
+                flag = param.opts[0] if value else (param.secondary_opts or [None])[0]
+                parts += [flag] if flag else []
+            else:
+                parts += [param.opts[0], str(value)]
+    if resume:
+        parts.append("--resume")
+    return " ".join(shlex.quote(part) for part in parts)
 
 
 def print_summary(summary: dict) -> None:
