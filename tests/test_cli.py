@@ -38,3 +38,19 @@ def test_errors_are_one_line_without_markup_mangling(tmp_path):
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert f"Error: {folder}: exists and is not a toy tree" in result.output
+
+
+COMMANDS = ("toy-stems", "synth", "render", "train", "critique", "evaluate", "demo")
+
+
+def test_every_help_fits_80_columns_with_an_example_and_no_type_labels_on_flags():
+    for command in ("", *COMMANDS):
+        args = [command, "--help"] if command else ["--help"]
+        result = runner.invoke(app, args, env={"COLUMNS": "80"}, terminal_width=80)
+        assert result.exit_code == 0, result.output
+        text = result.output
+        assert max(len(line) for line in text.splitlines()) <= 80, command
+        assert "<bool>" not in text and "\\[" not in text, command
+        assert "mixcritic " in text.partition("Example")[2], f"{command or 'mixcritic'}: no example"
+        for line in text.partition("Example")[2].partition("Arguments:")[0].partition("Options:")[0].splitlines():
+            assert not line.strip() or line.startswith("    ") or line.rstrip().endswith(":"), f"{command}: rewrapped example {line!r}"

@@ -22,12 +22,17 @@ app = typer.Typer(
     name="mixcritic",
     help=(
         "Listens to a mix and says, in words, which stem is out of balance and by how many dB.\n\n"
-        "Steps: toy-stems (or MUSDB18-HQ) -> synth -> train -> critique / evaluate."
+        "Steps: toy-stems (or MUSDB18-HQ) -> synth -> train -> critique / evaluate. "
+        "Each command's --help has examples.\n\n"
+        "Examples (the first runs everything offline on toy songs):\n\n"
+        "\b\n"
+        "  mixcritic demo\n"
+        "  mixcritic critique ./my-song-stems --anchor vocals --model RUN"
     ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 
 

@@ -38,18 +38,18 @@ StemOption = Annotated[
 ]
 StemsPresentOption = Annotated[
     Optional[str],
-    typer.Option("--stems-present", help="Mixed-file mode: stems in the mix, comma-separated \\[default: bass,drums,other,vocals].", show_default=False),
+    typer.Option("--stems-present", help="Mixed-file mode: stems in the mix, comma-separated [default: bass,drums,other,vocals].", show_default=False),
 ]
 ModelOption = Annotated[
     Optional[Path],
-    typer.Option("--model", help="Run folder written by `mixcritic train` \\[default: $MIXCRITIC_MODEL, else <user data dir>/model].", show_default=False),
+    typer.Option("--model", help="Run folder written by `mixcritic train` [default: $MIXCRITIC_MODEL, else <user data dir>/model].", show_default=False),
 ]
 EncoderOption = Annotated[Optional[str], typer.Option("--encoder", help="Local folder (or hub id) of the audio encoder, overriding the checkpoint's.", show_default=False)]
 LlmOption = Annotated[Optional[str], typer.Option("--llm", help="Local folder (or hub id) of the base LLM, overriding the checkpoint's.", show_default=False)]
 BatchOption = Annotated[int, typer.Option("--batch-size", min=1, help="Segments generated together.")]
 SegmentOverride = Annotated[
     Optional[float],
-    typer.Option("--segment-s", min=1.0, help="Segment length in seconds \\[default: the checkpoint's, 10 s in training].", show_default=False),
+    typer.Option("--segment-s", min=1.0, help="Segment length in seconds [default: the checkpoint's, 10 s in training].", show_default=False),
 ]
 
 PadOption = Annotated[
@@ -84,11 +84,10 @@ def critique(
 
     Examples:
 
-    mixcritic critique ./stems --anchor drums
-
-    mixcritic critique song.wav --anchor vocals --stems-present bass,drums,vocals
-
-    mixcritic critique ./stems --anchor vocals --stem bass=DI/Bass.wav --json > advice.json
+    \b
+      mixcritic critique ./stems --anchor drums
+      mixcritic critique mix.wav --anchor vocals --stems-present bass,drums,vocals
+      mixcritic critique ./stems --anchor vocals --stem bass=DI/Bass.wav --json
     """
     from mixcritic.console import info
     from mixcritic.critique import resolve_model_dir

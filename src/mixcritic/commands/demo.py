@@ -11,7 +11,7 @@ from mixcritic.options import SeedOption
 
 WorkdirOption = Annotated[
     Optional[Path],
-    typer.Option("--workdir", help="Folder for everything the demo writes \\[default: a new temporary folder, kept for you to inspect].", show_default=False),
+    typer.Option("--workdir", help="Folder for everything the demo writes [default: a new temporary folder, kept for you to inspect].", show_default=False),
 ]
 
 
@@ -21,6 +21,12 @@ def demo(workdir: WorkdirOption = None, seed: SeedOption = 0) -> None:
     Generates toy stems, makes one held-out song's bass 9 dB too loud, synthesises a small dataset,
     trains the tiny preset (about a minute), critiques the flawed song and prints what was injected
     next to what the model said. The tiny model is a wiring demo, not a trained critic.
+
+    Examples:
+
+    \b
+      mixcritic demo
+      mixcritic demo --workdir demo --seed 1
     """
     import tempfile
 

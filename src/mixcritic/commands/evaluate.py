@@ -64,9 +64,9 @@ def evaluate(
 
     Examples:
 
-      mixcritic evaluate DATA --model RUN --limit 1000
-
-      mixcritic evaluate DATA --baseline loudness --json > loudness.json
+    \b
+      mixcritic evaluate data --model run --limit 1000
+      mixcritic evaluate data --baseline loudness --json > loudness.json
     """
     from mixcritic import console
     from mixcritic.errors import MixcriticError

@@ -66,11 +66,11 @@ def train(
 
     Examples:
 
-    mixcritic train toy-data --out toy-run
-
-    mixcritic train DATA --out RUN --preset paper --encoder ./MERT-v1-330M --llm ./Qwen2-7B-Instruct
-
-    mixcritic train DATA --out RUN --preset paper --resume
+    \b
+      mixcritic train toy-data --out toy-run
+      mixcritic train data --out run --preset paper \\
+          --encoder ./MERT-v1-330M --llm ./Qwen2-7B-Instruct
+      mixcritic train data --out run --preset paper --resume
     """
     from mixcritic.critics.llm.train import TrainRequest, run_training
 
