@@ -57,6 +57,16 @@ PadOption = Annotated[
     typer.Option("--pad", help="Accept stems much shorter than the others (under 1 s or half the longest) and pad them with silence."),
 ]
 
+ExportOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--export", metavar="DIR",
+        help="Also write each judged segment's mix and the same with the advice applied (WAV), "
+        "and with matplotlib a PNG of the stem levels, into DIR.",
+        show_default=False,
+    ),
+]
+
 _VERDICT_STYLE = {
     "very_loud": "bold red", "very_quiet": "bold red", "loud": "yellow", "quiet": "yellow",
     "balanced": "green", "silent": "dim", "anchor_inactive": "dim", "no_target": "dim", "unparsed": "magenta",
@@ -75,6 +85,7 @@ def critique(
     batch_size: BatchOption = 8,
     segment_s: SegmentOverride = None,
     pad: PadOption = False,
+    export: ExportOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Say, per segment, which stem is out of balance against the anchor and by how many dB.
@@ -88,11 +99,16 @@ def critique(
       mixcritic critique ./stems --anchor drums
       mixcritic critique mix.wav --anchor vocals --stems-present bass,drums,vocals
       mixcritic critique ./stems --anchor vocals --stem bass=DI/Bass.wav --json
+      mixcritic critique ./stems --anchor drums --export advice
     """
     from mixcritic.console import info
     from mixcritic.critique import resolve_model_dir
     from mixcritic.session import open_session
 
+    if export is not None:
+        from mixcritic.export import check_export_dir
+
+        check_export_dir(export)
     with ProgressBar("Reading audio", None) as advance:
         session = open_session(source, anchor, stem, stems_present, progress=lambda path: advance(1), pad=pad)
     report_session(session)
@@ -104,7 +120,21 @@ def critique(
         from mixcritic.console import stdout
 
         print_report(result, stdout)
+    if export is not None:
+        write_export(result, export)
     info(f"Done: {len(result.segments)} segment(s).")
+
+
+def write_export(result: "CritiqueReport", folder: Path, typical_db: dict | None = None) -> None:
+    """``--export``: the per-segment WAVs and the level plot, reported on stderr."""
+    from mixcritic.console import info, warn
+    from mixcritic.export import export_report
+
+    exported = export_report(result, folder, typical_db)
+    for note in exported.notes:
+        warn(note)
+    plot = f" and {exported.plot.name}" if exported.plot else ""
+    info(f"Exported {len(exported.files)} judged segment(s) to {folder}: WAVs (mix / fixed){plot}; see export.json")
 
 
 def critique_with_model(
