@@ -19,28 +19,29 @@ from mixcritic.cli import app
 from mixcritic.export import correction_midpoint_db, segment_name
 from mixcritic.labels import Label
 from mixcritic.session import open_session
-from mixcritic.templates import render_response
+
+from critic_doubles import STAND_IN_SETTINGS, StandInMeasured
 
 runner = CliRunner()
 SHARED = Path(os.environ.get("MIXCRITIC_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 SONG = SHARED / "musdb7-cc" / "test" / "Grants - PunchDrunk"
 
 
-class ScriptedCritic:
-    """Says "bass much too loud" (reduce 6-12 dB) about every segment it is asked about."""
+class ScriptedCritic(StandInMeasured):
+    """Says "bass much too loud" (reduce 6-12 dB) about every 3 s segment, and offers a typical range."""
 
-    settings = {"sample_rate_hz": 24_000, "segment_s": 3.0, "target_lufs": -23.0}
-    device = "cpu"
+    def __init__(self):
+        super().__init__(Label.for_flaw("very_loud", "bass"), settings={**STAND_IN_SETTINGS, "segment_s": 3.0})
 
-    def generate(self, audio, instructions):
-        return [render_response(Label.for_flaw("very_loud", "bass"), 0) for _ in instructions]
+    def typical_range_db(self, anchor_stem):
+        return {"bass": (-3.0, 3.0), "vocals": (0.0, 6.0)}
 
 
 @pytest.fixture
 def scripted(monkeypatch, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    monkeypatch.setattr("mixcritic.critics.llm.inference.load_critic", lambda *a, **k: ScriptedCritic())
+    monkeypatch.setattr("mixcritic.critics.load_critic", lambda *a, **k: ScriptedCritic())
     return run
 
 
