@@ -75,7 +75,7 @@ def test_demo_command_end_to_end_with_two_training_steps(tmp_path, tmp_path_fact
     assert "Injected  bass +9 dB (very loud) against drums" in out
     assert "Expected  bass: reduce 6-12 dB" in out
     assert "Model said " in out and "wiring demo, not a trained critic" in out
-    assert "Agreement yes" in out or "Agreement no" in out
+    assert "Agreement yes: stem and direction" in out or "Agreement no: not the stem and direction injected" in out
     assert "0:00.0–0:10.0" in out and "0:14.0–0:24.0" in out
     for stage in ("[1/5] toy stems", "[2/5] flawed session", "[3/5] synth", "[4/5] train", "[5/5] critique"):
         assert stage in err
@@ -101,9 +101,19 @@ def _report(*verdicts):
     return report
 
 
-def test_model_agrees_needs_stem_direction_and_range_in_most_segments():
+def test_model_agrees_needs_stem_and_direction_in_most_segments():
     loud = ("too_loud", "bass", "very_loud")
     assert demo.model_agrees(_report(loud, loud, ("balanced", None, "no_error")), "bass", "very_loud")
     assert not demo.model_agrees(_report(loud, ("balanced", None, "no_error"), ("unparsed", None, None)), "bass", "very_loud")
     assert not demo.model_agrees(_report(("too_loud", "drums", "very_loud")), "bass", "very_loud")
-    assert not demo.model_agrees(_report(("too_loud", "bass", "loud")), "bass", "very_loud")
+    assert not demo.model_agrees(_report(("too_quiet", "bass", "very_quiet")), "bass", "very_loud")
+    assert demo.model_agrees(_report(("balanced", None, "no_error"), ("balanced", None, "no_error")), "bass", "no_error")
+
+
+def test_agreement_is_yes_for_the_right_stem_and_direction_whatever_the_severity():
+    """The demo printed "Agreement no" whenever the severity differed (and so almost always): a +9 dB
+    bass called "bass too loud" (3-6 dB) is the right stem and direction, the paper's "Both"."""
+    mild = ("too_loud", "bass", "loud")
+    assert demo.model_agrees(_report(mild, mild, ("too_loud", "bass", "very_loud")), "bass", "very_loud")
+    assert not demo.severity_agrees(_report(mild, mild, ("too_loud", "bass", "very_loud")), "bass", "very_loud")
+    assert demo.severity_agrees(_report(("too_loud", "bass", "very_loud")), "bass", "very_loud")

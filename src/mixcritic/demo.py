@@ -6,7 +6,8 @@ Stages (each reported as it runs):
 2. a flawed session: one held-out test song's stems copied under studio-style file names
    ("Bass Guitar.wav", "Lead Vox.wav", ...) with a known gain error on one stem (+9 dB bass);
 3. synth: a small dataset of flawed mixes from the training songs;
-4. train: the ``tiny`` preset (random-init tiny MERT and Qwen2 stand-ins, about a minute);
+4. train: the ``tiny`` preset (random-init tiny MERT and Qwen2 stand-ins, 60 steps: 2.5-14 min
+   measured on a shared 2-core machine, see docs/performance.md);
 5. critique: the flawed session, exactly as ``mixcritic critique`` does it;
 and finally the injected flaw is printed next to what the model said.
 
@@ -35,7 +36,7 @@ SESSION_FILE_NAMES: dict[str, str] = {
 """File names of the flawed session's stems: studio-style, found through the alias rules."""
 
 DISCLAIMER = (
-    "The tiny model is a wiring demo, not a trained critic: it was trained for about a minute on a "
+    "The tiny model is a wiring demo, not a trained critic: it was trained for a few minutes on a "
     "few toy songs with random-init stand-ins for MERT and Qwen2, so its advice is close to chance. "
     "Real advice needs `mixcritic train` on MUSDB18-HQ with the paper preset on a GPU."
 )
@@ -60,7 +61,7 @@ class DemoConfig:
     anchor_stem: str = "drums"
     """Stem whose level is taken as right when critiquing."""
     train_steps: int | None = None
-    """Training steps; None keeps the tiny preset's (60, about a minute on 2 cores)."""
+    """Training steps; None keeps the tiny preset's (60; 2.5-14 min measured on a shared 2-core machine)."""
 
     def __post_init__(self) -> None:
         if self.tracks < 2:
@@ -204,17 +205,29 @@ def model_verdict(report, stem: str) -> str:
 
 
 def model_agrees(report, stem: str, category: str) -> bool:
-    """True when the model's most frequent consensus names ``stem`` with ``category``'s direction
-    and correction range in a majority of the judged segments."""
+    """The paper's "Both" criterion over the song: True when the model's most frequent advice names
+    ``stem`` in ``category``'s direction in a majority of the judged segments (for ``no_error``:
+    a majority of segments judged balanced). The severity is judged apart (:func:`severity_agrees`),
+    so "bass too loud" for a +9 dB bass agrees, as the paper's headline metric counts it."""
     from mixcritic.labels import direction_of
 
-    stems = report.summary.stems
-    if not stems:
-        return category == "no_error" and report.summary.balanced * 2 > report.summary.judged
-    top = stems[0]
+    summary = report.summary
     direction = direction_of(category)
-    wanted = {"decrease": "too_loud", "increase": "too_quiet"}.get(direction or "", "")
-    return top.stem == stem and top.verdict == wanted and top.category == category and top.segments * 2 > top.of_segments
+    if direction is None:
+        return summary.judged > 0 and summary.balanced * 2 > summary.judged
+    wanted = {"decrease": "too_loud", "increase": "too_quiet"}[direction]
+    same = [c for c in summary.stems if c.stem == stem and c.verdict == wanted]
+    return bool(same) and same[0].segments * 2 > same[0].of_segments and same[0] is summary.stems[0]
+
+
+def severity_agrees(report, stem: str, category: str) -> bool:
+    """True when, besides agreeing (:func:`model_agrees`), the model's most common severity for
+    ``stem`` is ``category``'s (much too loud vs too loud)."""
+    if not model_agrees(report, stem, category):
+        return False
+    if category == "no_error":
+        return True
+    return report.summary.stems[0].category == category
 
 
 def _words(correction_db: tuple[int, int]) -> str:

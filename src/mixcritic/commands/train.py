@@ -15,7 +15,7 @@ from mixcritic.options import DataArgument, DeviceOption, JsonOption
 
 PRESET_HELP = (
     "paper: MERT-v1-330M + Qwen2-7B-Instruct in 4-bit, the paper's recipe (needs a GPU and local weights). "
-    "tiny: tiny random-init models, runs on a CPU in about a minute; a wiring check whose advice is near chance "
+    "tiny: tiny random-init models, 60 steps, minutes on a CPU; a wiring check whose advice is near chance "
     "(offline default). LLM engine only."
 )
 ENGINE_HELP = (
