@@ -39,7 +39,7 @@ MANIFEST_FILE = "export.json"
 PLOT_FILE = "levels.png"
 """The level plot (with matplotlib)."""
 
-JUDGED_VERDICTS = ("too_loud", "too_quiet", "balanced", "unparsed")
+JUDGED_VERDICTS = ("too_loud", "too_quiet", "balanced", "unparsed", "stem_inactive")
 """Verdicts of segments the critic was asked about (the others were skipped before it)."""
 
 

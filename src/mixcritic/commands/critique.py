@@ -75,6 +75,7 @@ ExportOption = Annotated[
 _VERDICT_STYLE = {
     "very_loud": "bold red", "very_quiet": "bold red", "loud": "yellow", "quiet": "yellow",
     "balanced": "green", "silent": "dim", "anchor_inactive": "dim", "no_target": "dim", "unparsed": "magenta",
+    "stem_inactive": "dim",
 }
 
 
@@ -253,8 +254,32 @@ def verdict_label(result) -> tuple[str, str]:
     words = {
         "balanced": "balanced", "silent": "silent (skipped)", "anchor_inactive": "no anchor (skipped)",
         "no_target": "nothing to compare (skipped)", "unparsed": "not understood",
+        "stem_inactive": f"{result.stem} silent here (not judged)",
     }
     return words[result.verdict], _VERDICT_STYLE[result.verdict]
+
+
+def advice_text(result) -> str:
+    """The advice column: the answer *as parsed*, in the templates' words, so that it says exactly
+    what the verdict and correction columns say (an answer such as "a bit too hot ... 6 to 12 dB"
+    parses as much too loud, and is shown as such). The verbatim answer is in ``--json``; an
+    unparsed answer is shown verbatim. Stems silent in the segment are named."""
+    from mixcritic.labels import Label
+    from mixcritic.templates import render_response
+
+    if result.verdict in ("too_loud", "too_quiet", "balanced"):
+        label = Label(result.category, result.stem, tuple(result.correction_db) if result.correction_db else None)
+        text = render_response(label, 0)
+    elif result.verdict == "unparsed":
+        text = result.text or ""
+    elif result.verdict == "stem_inactive":
+        text = f"The answer was about the {result.stem}, which does not play here; not used."
+    else:
+        text = ""
+    silent = [stem for stem in result.not_judged if not (result.verdict == "stem_inactive" and stem == result.stem)]
+    if silent:
+        text = f"{text} ({', '.join(silent)} silent here: not judged)".strip()
+    return text
 
 
 def correction_label(result) -> str:
@@ -292,9 +317,11 @@ def print_report(report: "CritiqueReport", console: "Console") -> None:
     for r in report.segments:
         verdict, style = verdict_label(r)
         time_range = f"{_time(r.start_s)}–{_time(r.end_s)}" + (" (padded)" if r.padded_s else "")
-        cells = [str(r.index + 1), time_range, Text(verdict, style=style), Text(r.text or ""), correction_label(r)]
+        cells = [str(r.index + 1), time_range, Text(verdict, style=style), Text(advice_text(r)), correction_label(r)]
         table.add_row(*cells, *([confidence_label(r)] if with_confidence else []))
     console.print(table)
+    if any(r.text and r.verdict in ("too_loud", "too_quiet", "balanced") and r.text != advice_text(r) for r in report.segments):
+        console.print(Text("Advice is each answer as parsed; --json has the critic's words verbatim.", style="dim"), soft_wrap=True)
     console.print(Text("Summary", style="bold"))
     for line in report.summary.lines:
         console.print(Text(f"  {line}"), soft_wrap=True)
