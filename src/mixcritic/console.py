@@ -31,18 +31,26 @@ def print_json(data) -> None:
     print(json.dumps(data, indent=2), flush=True)
 
 
+SPINNER_REPORT_S = 1.0
+"""A spinner's block that took at least this long is reported (one line with its time) when it ends."""
+
+
 @contextlib.contextmanager
 def spinner(label: str) -> Iterator[None]:
     """A spinner with the elapsed time on stderr while the block runs (e.g. a model loading); when
-    the block ends, one line says how long it took. Third-party progress bars are silenced."""
+    the block ends (and took a second or more), one line says how long it took. A failing block
+    leaves no line. Third-party progress bars are silenced."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     quiet_third_party_progress()
     started_s = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr, transient=True) as bar:
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr, transient=True,
+                  disable=not stderr.is_terminal) as bar:  # a transient display in a log is only blank lines
         bar.add_task(label, total=None)
         yield
-    info(f"{label}: done in {time.perf_counter() - started_s:.1f} s")
+    elapsed_s = time.perf_counter() - started_s
+    if elapsed_s >= SPINNER_REPORT_S:
+        info(f"{label}: {elapsed_s:.1f} s")
 
 
 def quiet_third_party_progress() -> None:

@@ -203,7 +203,8 @@ class ProgressBar:
 
         from mixcritic.console import stderr
 
-        self._bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=stderr, transient=True)
+        self._bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=stderr,
+                             transient=True, disable=not stderr.is_terminal)  # transient: nothing to keep in a log
         self._task = self._bar.add_task(label, total=total)
 
     def __enter__(self):

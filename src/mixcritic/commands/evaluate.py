@@ -100,28 +100,32 @@ def evaluate(
 def _progress_bars() -> Iterator:
     """A ``progress(iterable, total, description)`` function drawing Rich bars on stderr.
 
-    Until the first bar starts, a spinner with the elapsed time shows that the model is loading.
-    An item that is a list (a batch of clips) advances its bar by its length, so the bar counts
-    clips when ``total`` does."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    Until the first bar starts, a transient spinner with the elapsed time shows that the data and
+    the critic are loading. An item that is a list (a batch of clips) advances its bar by its
+    length, so the bar counts clips when ``total`` does."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from mixcritic.console import quiet_third_party_progress, stderr
+    from mixcritic.console import spinner, stderr
 
-    quiet_third_party_progress()
-    columns = (SpinnerColumn(finished_text=" "), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=False) as bars:
-        loading = bars.add_task("Loading the data and the critic", total=None)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    bars = Progress(*columns, console=stderr, transient=False)
+    loading = contextlib.ExitStack()
+    loading.enter_context(spinner("Loading the data and the critic"))
 
-        def track(items, total, description):
-            if loading in bars.task_ids:
-                bars.remove_task(loading)
-            task = bars.add_task(description, total=total)
-            for item in items:
-                yield item
-                bars.advance(task, len(item) if isinstance(item, list) else 1)
+    def track(items, total, description):
+        loading.close()
+        bars.start()  # idempotent
+        task = bars.add_task(description, total=total)
+        for item in items:
+            yield item
+            bars.advance(task, len(item) if isinstance(item, list) else 1)
 
+    try:
         yield track
+    finally:
+        loading.close()
+        if bars.live.is_started:
+            bars.stop()
 
 
 def _pct(value) -> str:
