@@ -103,3 +103,17 @@ def test_the_advice_shown_says_what_the_verdict_says(tmp_path, monkeypatch):
     assert "Advice is each answer as parsed; --json has the critic's words verbatim." in out.stdout
     doc = json.loads(critique(str(folder), "--anchor", "vocals", "--model", model, "--json").stdout)
     assert {s["text"] for s in doc["segments"]} == {WordyLLM.TEXT}
+
+
+def test_a_truncated_stem_is_refused_naming_it_and_pad_accepts_it(tmp_path, monkeypatch):
+    folder = song(tmp_path / "s", noise(0.028, 0.08, 3))  # a 0.028 s bass beside 25 s stems
+    model = use_critic(monkeypatch, tmp_path, StandInMeasured(Label.for_flaw("very_loud", "bass")))
+    refused = runner.invoke(app, ["critique", str(folder), "--anchor", "drums", "--model", model])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"Error: {folder / 'bass.wav'}: 0.028 s long beside a 25.00 s stem, which looks like a truncated or broken "
+        "export; export it again at full length, or pass --pad to pad it with silence")
+    padded = critique(str(folder), "--anchor", "drums", "--model", model, "--pad", "--json")
+    files = {Path(f["path"]).name: f["padded_s"] for f in json.loads(padded.stdout)["input"]["files"]}
+    assert files["bass.wav"] == pytest.approx(24.972, abs=1e-3)
+    assert "bass.wav is 24.972 s shorter than the longest stem; padded with silence at the end" in padded.stderr
