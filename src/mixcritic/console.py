@@ -38,12 +38,15 @@ SPINNER_REPORT_S = 1.0
 @contextlib.contextmanager
 def spinner(label: str) -> Iterator[None]:
     """A spinner with the elapsed time on stderr while the block runs (e.g. a model loading); when
-    the block ends (and took a second or more), one line says how long it took. A failing block
-    leaves no line. Third-party progress bars are silenced."""
+    the block ends (and took a second or more), one line says how long it took. When stderr is not
+    a terminal (a log), a plain ``label ...`` line replaces the animation. Third-party progress bars
+    are silenced."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     quiet_third_party_progress()
     started_s = time.perf_counter()
+    if not stderr.is_terminal:
+        info(f"{label} ...")  # a log gets the line, not an animation
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr, transient=True,
                   disable=not stderr.is_terminal) as bar:  # a transient display in a log is only blank lines
         bar.add_task(label, total=None)
