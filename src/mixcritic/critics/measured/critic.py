@@ -106,7 +106,8 @@ class MeasuredCritic:
 
     def __init__(self, model: BalanceModel, config: MeasuredConfig, fitted_on: str, segment_s: float,
                  target_lufs: float = DEFAULT_TARGET_LUFS, fit_summary: dict | None = None) -> None:
-        self.model = model
+        # Rounded as stored, so a critic judges exactly like its saved and reloaded copy.
+        self.model = BalanceModel(model.stems, model.bands, np.round(model.mean_db, ROUND_DECIMALS), np.round(model.cov_db2, ROUND_DECIMALS))
         self.config = config
         self.fitted_on = fitted_on
         self.segment_s = float(segment_s)
@@ -171,8 +172,8 @@ class MeasuredCritic:
             "model": {
                 "stems": list(self.model.stems),
                 "bands": self.model.bands,
-                "mean_db": _rounded(self.model.mean_db),
-                "cov_db2": _rounded(self.model.cov_db2),
+                "mean_db": self.model.mean_db.tolist(),
+                "cov_db2": self.model.cov_db2.tolist(),
             },
         }
 
@@ -214,10 +215,6 @@ def judgement_from(posterior: dict[Label, float]) -> Judgement:
 
 def _clip01(value: float) -> float:
     return float(min(1.0, max(0.0, value)))
-
-
-def _rounded(array: np.ndarray) -> list:
-    return np.round(np.asarray(array, dtype=np.float64), ROUND_DECIMALS).tolist()
 
 
 # ---------------------------------------------------------------------------------------------
