@@ -299,3 +299,26 @@ print("HEAVY", heavy)
                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
+
+
+def test_kweighting_response_matches_the_loudness_filters():
+    """features.py writes the K-weighting biquads out (no scipy.signal import); they must equal
+    the ones stemloudness builds from pyloudnorm, so the measured levels are BS.1770-weighted."""
+    import scipy.signal
+
+    from mixcritic.critics.measured.features import kweighting_power_response
+    from mixcritic.stemloudness import kweighting_sos
+
+    for rate in (24_000, 44_100):
+        freqs = np.array([20.0, 38.0, 100.0, 1000.0, 1500.0, 4000.0, 10_000.0])
+        _, response = scipy.signal.sosfreqz(kweighting_sos(rate), worN=freqs, fs=rate)
+        np.testing.assert_allclose(kweighting_power_response(freqs, rate), np.abs(response) ** 2, rtol=1e-9)
+
+
+def test_log_ndtr_matches_scipy_in_both_tails():
+    from scipy.special import log_ndtr as reference
+
+    from mixcritic.critics.measured.model import log_ndtr
+
+    z = np.concatenate([np.linspace(-60, 12, 721), [-19.999, -20.0, -20.001, 0.0, 40.0]])
+    np.testing.assert_allclose(log_ndtr(z), reference(z), rtol=1e-9, atol=1e-300)

@@ -131,10 +131,30 @@ CATEGORY_ORDER: tuple[str, ...] = ("no_error", *FLAW_CATEGORIES)
 """Order of the last axis of :func:`category_log_likelihoods`."""
 
 
+_ERFC = np.frompyfunc(math.erfc, 1, 1)
+ASYMPTOTIC_BELOW = -20.0
+"""Below this z, log Phi(z) uses its asymptotic series (erfc underflows near z = -37)."""
+
+
+def log_ndtr(z: np.ndarray) -> np.ndarray:
+    """``log Phi(z)`` elementwise (standard normal CDF), float64, accurate in both tails.
+
+    Pure numpy + ``math.erfc`` (no scipy import on the judging path); agrees with
+    ``scipy.special.log_ndtr`` to ~1e-12 relative (checked in the tests).
+    """
+    z = np.asarray(z, dtype=np.float64)
+    safe = np.maximum(z, ASYMPTOTIC_BELOW)
+    tail = 0.5 * _ERFC(np.abs(safe) / math.sqrt(2.0)).astype(np.float64)  # Phi(-|z|)
+    with np.errstate(divide="ignore"):
+        out = np.where(safe > 0, np.log1p(-tail), np.log(tail))
+    low = np.minimum(z, ASYMPTOTIC_BELOW)
+    inverse_square = 1.0 / low**2
+    series = -0.5 * low**2 - np.log(-low) - 0.5 * LOG_2PI + np.log1p(inverse_square * (-1.0 + inverse_square * (3.0 - 15.0 * inverse_square)))
+    return np.where(z < ASYMPTOTIC_BELOW, series, out)
+
+
 def log_normal_mass(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
     """``log(Phi(upper) - Phi(lower))`` elementwise for ``lower < upper``, accurate in both tails."""
-    from scipy.special import log_ndtr
-
     flip = lower > 0  # both on the right: Phi(u) - Phi(l) = Phi(-l) - Phi(-u)
     high = np.where(flip, -lower, upper)
     low = np.where(flip, -upper, lower)
