@@ -70,9 +70,11 @@ def simulated_cases(critic, chunk, draws: int, tag: str) -> tuple[list, list]:
 
 
 def critic_for(chunks, config):
-    from mixcritic.critics.measured.critic import MeasuredCritic, fit_from_chunks
+    """What ``fit_measured`` builds from these chunks (the prior tuned by CV on them when None)."""
+    from mixcritic.critics.measured.critic import MeasuredCritic, fit_from_chunks, tuned_config
 
-    return MeasuredCritic(fit_from_chunks(chunks, config), config, f"{len({c.track for c in chunks})} songs", 5.0)
+    tuned, _ = tuned_config(chunks, config)
+    return MeasuredCritic(fit_from_chunks(chunks, tuned), tuned, f"{len({c.track for c in chunks})} songs", 5.0)
 
 
 def loso(chunks, config, draws: int) -> tuple[list, list]:
@@ -125,6 +127,7 @@ def evaluate_config(data: Path, config, draws: int) -> dict:
     test_chunks, _ = dataset_chunks(data, ("test",), config)
     fitted = critic_for(train_chunks, config)
     return {
+        "prior": fitted.no_error_prior,
         "loso-train": summary(*loso(train_chunks, config, draws)),
         "test": summary(*manifest_cases(fitted, open_dataset(data), "test")),
         "loso-all": summary(*loso(train_chunks + test_chunks, config, draws)),
@@ -136,7 +139,7 @@ def line(name: str, result: dict) -> str:
     for protocol in ("loso-train", "test", "loso-all"):
         r = result[protocol]
         cells.append(f"{protocol} {100 * r['macro_both']:5.1f} / {100 * r['no_error_both']:5.1f} / {100 * r['magnitude_given_both']:5.1f}")
-    return f"{name:38s} " + " | ".join(cells)
+    return f"{name:38s} " + " | ".join(cells) + f"  (prior {result['prior']})"
 
 
 def main(argv: list[str] | None = None) -> int:

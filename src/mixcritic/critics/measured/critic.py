@@ -31,6 +31,9 @@ COMPLETE_MARKER = "COMPLETE"
 RESPONSE_TEMPLATE_ID = 0
 """Response template used for the answer's text."""
 
+DEFAULT_NO_ERROR_PRIOR = 0.2
+"""The synthesised data's share of balanced mixes: the prior when it cannot be tuned."""
+
 ROUND_DECIMALS = 6
 """Fitted numbers are stored rounded to this many decimals (dB / dB^2): deterministic files."""
 
@@ -39,16 +42,22 @@ ROUND_DECIMALS = 6
 class MeasuredConfig:
     """How the measured critic measures and fits (the options of ``fit_measured``)."""
 
-    band_edges_hz: tuple[float, ...] = (20.0, 150.0, 500.0, 2000.0, 6000.0, 12000.0)
-    """Edges of the frequency bands whose K-weighted levels are compared (Hz, increasing)."""
+    band_edges_hz: tuple[float, ...] = (20.0, 12000.0)
+    """Edges of the frequency bands whose K-weighted levels are compared (Hz, increasing). One band
+    (the default) compares broadband loudness; more bands need more songs (see docs/measured.md)."""
     band_floor_db: float = 40.0
     """A band's level is floored this far below the stem's total level (keeps empty bands sane)."""
     shrinkage: float = 0.5
     """Weight of the two-parameter structured covariance against the sample covariance (0..1)."""
     min_variance_db2: float = 0.25
     """Added to every level's variance (dB^2): measurement noise, keeps the covariance invertible."""
-    no_error_prior: float = 0.2
-    """Prior probability of a balanced mix (0..1); the synthesised data has 0.2."""
+    no_error_prior: float | None = None
+    """Prior probability of a balanced mix (0..1); None: tuned by cross-validation over the songs."""
+    min_no_error_both: float = 0.4
+    """The tuned prior is the best for cross-validated macro Both among those that call at least
+    this share of balanced mixes balanced (the paper's model managed 9 %)."""
+    cv_draws: int = 4
+    """Gains per category and held-out chunk in the cross-validation (spread evenly over the range)."""
 
     def __post_init__(self) -> None:
         check_band_edges(self.band_edges_hz, MODEL_SAMPLE_RATE_HZ)
@@ -58,8 +67,12 @@ class MeasuredConfig:
             raise ValueError(f"shrinkage {self.shrinkage}: must be in [0, 1]")
         if not self.min_variance_db2 > 0:
             raise ValueError(f"min_variance_db2 {self.min_variance_db2}: must be > 0")
-        if not 0.0 < self.no_error_prior < 1.0:
-            raise ValueError(f"no_error_prior {self.no_error_prior}: must be in (0, 1)")
+        if self.no_error_prior is not None and not 0.0 < self.no_error_prior < 1.0:
+            raise ValueError(f"no_error_prior {self.no_error_prior}: must be in (0, 1), or None to tune it")
+        if not 0.0 <= self.min_no_error_both <= 1.0:
+            raise ValueError(f"min_no_error_both {self.min_no_error_both}: must be in [0, 1]")
+        if self.cv_draws < 1:
+            raise ValueError(f"cv_draws {self.cv_draws}: must be >= 1")
 
     @property
     def bands(self) -> int:
@@ -93,7 +106,8 @@ class MeasuredCritic:
 
     def __init__(self, model: BalanceModel, config: MeasuredConfig, fitted_on: str, segment_s: float,
                  target_lufs: float = DEFAULT_TARGET_LUFS, fit_summary: dict | None = None) -> None:
-        self.model = model
+        # Rounded as stored, so a critic judges exactly like its saved and reloaded copy.
+        self.model = BalanceModel(model.stems, model.bands, np.round(model.mean_db, ROUND_DECIMALS), np.round(model.cov_db2, ROUND_DECIMALS))
         self.config = config
         self.fitted_on = fitted_on
         self.segment_s = float(segment_s)
@@ -125,7 +139,12 @@ class MeasuredCritic:
     def posterior_for_levels(self, levels_db: dict[str, np.ndarray], anchor_stem: str) -> dict[Label, float]:
         """Posterior over the hypotheses given measured band levels; sums to 1."""
         targets = [s for s in TARGET_STEMS if s != anchor_stem and s in levels_db]
-        return hypothesis_posterior(gain_evidence(self.model, levels_db, targets), self.config.no_error_prior)
+        return hypothesis_posterior(gain_evidence(self.model, levels_db, targets), self.no_error_prior)
+
+    @property
+    def no_error_prior(self) -> float:
+        """The prior of a balanced mix in use (tuned at fit time unless given)."""
+        return DEFAULT_NO_ERROR_PRIOR if self.config.no_error_prior is None else self.config.no_error_prior
 
     def probabilities(self, segment: Segment) -> dict[Label, float]:
         """Probability of every hypothesis (no_error, and each flaw category on each candidate stem)."""
@@ -153,8 +172,8 @@ class MeasuredCritic:
             "model": {
                 "stems": list(self.model.stems),
                 "bands": self.model.bands,
-                "mean_db": _rounded(self.model.mean_db),
-                "cov_db2": _rounded(self.model.cov_db2),
+                "mean_db": self.model.mean_db.tolist(),
+                "cov_db2": self.model.cov_db2.tolist(),
             },
         }
 
@@ -196,10 +215,6 @@ def judgement_from(posterior: dict[Label, float]) -> Judgement:
 
 def _clip01(value: float) -> float:
     return float(min(1.0, max(0.0, value)))
-
-
-def _rounded(array: np.ndarray) -> list:
-    return np.round(np.asarray(array, dtype=np.float64), ROUND_DECIMALS).tolist()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,10 +291,43 @@ def fit_measured(data_dir: Path, split: str | Sequence[str] = "train", progress=
     songs = sorted({c.track for c in chunks})
     summary = {"splits": list(splits), "songs": len(songs), "chunks": len(chunks),
                "chunks_with_all_stems": sum(all(s in c.levels_db for s in STEMS) for c in chunks)}
+    config, summary["cross_validation"] = tuned_config(chunks, config)
     name = fitted_on or f"{len(songs)} songs"
     options_info = info.get("options", {})
     return MeasuredCritic(model, config, name, float(options_info.get("segment_s", 10.0)),
                           float(options_info.get("target_lufs", DEFAULT_TARGET_LUFS)), summary)
+
+
+def tuned_config(chunks: list[Chunk], config: MeasuredConfig) -> tuple[MeasuredConfig, dict]:
+    """``config`` with ``no_error_prior`` set (tuned by cross-validation by song when None), and
+    the cross-validated scores of the prior in use."""
+    from dataclasses import replace
+
+    from mixcritic.critics.measured.tuning import grid_cases, grid_scores, song_folds, tune_no_error_prior
+
+    songs = {c.track for c in chunks if all(s in c.levels_db for s in STEMS)}
+    if len(songs) < 3:
+        prior = DEFAULT_NO_ERROR_PRIOR if config.no_error_prior is None else config.no_error_prior
+        return replace(config, no_error_prior=prior), {"note": f"only {len(songs)} songs: not cross-validated"}
+    cases = grid_cases(chunks, config, config.cv_draws)
+    if config.no_error_prior is None:
+        prior, _ = tune_no_error_prior(cases, config.min_no_error_both)
+        tuned = True
+    else:
+        prior, tuned = config.no_error_prior, False
+    scores = grid_scores(cases, prior)
+    report = {
+        "folds": len(song_folds(songs)),
+        "songs": len(songs),
+        "draws_per_category": config.cv_draws,
+        "no_error_prior": prior,
+        "prior_tuned": tuned,
+        "macro_both": round(scores["macro_both"], 4),
+        "no_error_both": round(scores["no_error_both"], 4),
+        "magnitude_given_both": None if scores["magnitude_given_both"] is None else round(scores["magnitude_given_both"], 4),
+        "both_per_category": {k: round(v, 4) for k, v in scores["both_per_category"].items()},
+    }
+    return replace(config, no_error_prior=prior), report
 
 
 # ---------------------------------------------------------------------------------------------

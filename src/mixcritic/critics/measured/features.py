@@ -23,8 +23,8 @@ import numpy as np
 FRAME_SAMPLES = 2048
 """STFT frame length at 24 kHz (85 ms); Hann window."""
 
-HOP_SAMPLES = 1024
-"""STFT hop (50 % overlap)."""
+HOP_SAMPLES = 2048
+"""STFT hop: frames do not overlap (half the FFT work of 50 % overlap; the mean power is as good)."""
 
 SILENT_POWER = 1e-12
 """Mean power (about -120 dB re full scale) below which a stem counts as silent."""
@@ -38,16 +38,54 @@ def check_band_edges(band_edges_hz: Sequence[float], rate_hz: int) -> tuple[floa
     return edges
 
 
+KWEIGHTING_STAGES: tuple[tuple[str, float, float, float], ...] = (
+    ("high_shelf", 4.0, 1 / math.sqrt(2), 1500.0),
+    ("high_pass", 0.0, 0.5, 38.0),
+)
+"""BS.1770 K-weighting as pyloudnorm builds it: (kind, gain dB, Q, centre Hz) per biquad stage."""
+
+
+def biquad_coefficients(kind: str, gain_db: float, q: float, centre_hz: float, rate_hz: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(b, a)`` of an RBJ-cookbook biquad, exactly as ``pyloudnorm.iirfilter.IIRfilter`` designs it.
+
+    Written out here so that measuring never imports scipy.signal (seconds of import time);
+    ``tests/test_measured.py`` checks it against :func:`mixcritic.stemloudness.kweighting_sos`.
+    """
+    amplitude = 10.0 ** (gain_db / 40.0)
+    w0 = 2.0 * math.pi * centre_hz / rate_hz
+    alpha = math.sin(w0) / (2.0 * q)
+    cos_w0 = math.cos(w0)
+    if kind == "high_shelf":
+        root = 2.0 * math.sqrt(amplitude) * alpha
+        b = [amplitude * ((amplitude + 1) + (amplitude - 1) * cos_w0 + root),
+             -2.0 * amplitude * ((amplitude - 1) + (amplitude + 1) * cos_w0),
+             amplitude * ((amplitude + 1) + (amplitude - 1) * cos_w0 - root)]
+        a = [(amplitude + 1) - (amplitude - 1) * cos_w0 + root,
+             2.0 * ((amplitude - 1) - (amplitude + 1) * cos_w0),
+             (amplitude + 1) - (amplitude - 1) * cos_w0 - root]
+    elif kind == "high_pass":
+        b = [(1 + cos_w0) / 2.0, -(1 + cos_w0), (1 + cos_w0) / 2.0]
+        a = [1 + alpha, -2.0 * cos_w0, 1 - alpha]
+    else:
+        raise ValueError(f"unknown biquad kind {kind!r}")
+    return np.array(b) / a[0], np.array(a) / a[0]
+
+
+def kweighting_power_response(freqs_hz: np.ndarray, rate_hz: int) -> np.ndarray:
+    """``|K(f)|^2`` of BS.1770's K-weighting at ``freqs_hz`` (float64), for audio at ``rate_hz``."""
+    z_inverse = np.exp(-2j * np.pi * np.asarray(freqs_hz, dtype=np.float64) / rate_hz)
+    response = np.ones_like(z_inverse)
+    for stage in KWEIGHTING_STAGES:
+        b, a = biquad_coefficients(*stage, rate_hz)
+        response *= (b[0] + b[1] * z_inverse + b[2] * z_inverse**2) / (a[0] + a[1] * z_inverse + a[2] * z_inverse**2)
+    return np.abs(response) ** 2
+
+
 @functools.lru_cache(maxsize=16)
 def band_weights(band_edges_hz: tuple[float, ...], rate_hz: int, frame_samples: int = FRAME_SAMPLES) -> np.ndarray:
     """``(bands, frame_samples // 2 + 1)`` float64: K-weighting power response masked to each band."""
-    import scipy.signal
-
-    from mixcritic.stemloudness import kweighting_sos
-
     freqs_hz = np.fft.rfftfreq(frame_samples, 1.0 / rate_hz)
-    _, response = scipy.signal.sosfreqz(kweighting_sos(rate_hz), worN=freqs_hz, fs=rate_hz)
-    power = np.abs(response) ** 2
+    power = kweighting_power_response(freqs_hz, rate_hz)
     rows = []
     for low, high in zip(band_edges_hz, band_edges_hz[1:]):
         rows.append(np.where((freqs_hz >= low) & (freqs_hz < high), power, 0.0))
