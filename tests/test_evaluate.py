@@ -189,6 +189,7 @@ def test_evaluate_a_tiny_model_end_to_end(toy_data, tiny_run, tmp_path):
     jsonschema.validate(report, schema())
     assert report["predictor"]["kind"] == "model" and report["predictor"]["settings"]["sample_rate_hz"] == 24_000
     assert (report["predictor"]["engine"], report["predictor"]["wiring_only"]) == ("llm", True)
+    assert report["calibration"] is None  # the LLM gives no confidence
     assert "Warning: this run was trained with the tiny preset" in result.stderr
     lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(lines) == report["metrics"]["n"] == 10
@@ -272,6 +273,17 @@ def test_a_measured_run_is_evaluated_like_an_llm_run(toy_data, stand_in, tmp_pat
         expected = data.render_stems(record)
         assert all(np.array_equal(segment.stems[k], expected[k]) for k in expected)
         np.testing.assert_array_equal(segment.mix, data.render(record, normalize=True))
+    # calibration: the stand-in always says "bass too loud" with confidence 0.75; it is right (Both)
+    # exactly on the clips whose bass was made too loud
+    right = sum(records[line["id"]]["target_stem"] == "bass" and records[line["id"]]["category"] in ("loud", "very_loud")
+                for line in lines)
+    calibration = report["calibration"]
+    assert (calibration["n"], calibration["correct_means"], calibration["mean_confidence"]) == (10, "both", 0.75)
+    assert calibration["accuracy"] == pytest.approx(right / 10)
+    assert calibration["expected_calibration_error"] == pytest.approx(abs(0.75 - right / 10))
+    assert [row["count"] for row in calibration["reliability"]] == [0] * 7 + [10, 0, 0]
+    assert (out / "reliability.csv").read_text().splitlines()[8].startswith("0.700000,0.800000,10,0.750000,")
+    assert (out / "reliability.png").is_file()
     # resume: nothing to answer, nothing loaded; a refit model in the same folder is refused
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and json.loads(again.stdout) == report
@@ -288,9 +300,57 @@ def test_evaluate_model_builtin(toy_data, stand_in, tmp_path, monkeypatch):
 
     monkeypatch.setattr("mixcritic.critics.measured.save_measured", save, raising=False)
     report = run(toy_data, None, model_dir="builtin", limit=5)
+    assert report["calibration"]["n"] == 5
     assert report["predictor"]["name"] == "builtin" and report["predictor"]["engine"] == "measured"
     assert (toy_data / "eval" / "builtin-test-5-s0" / "report.json").is_file()
     result = runner.invoke(app, ["evaluate", str(toy_data), "--model", "builtin", "--limit", "5"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == "critic: built-in, stand-in measured critic"
     assert "built-in critic on" in result.stdout
+
+
+def test_train_engine_measured_then_critique_and_evaluate_like_an_llm_run(toy_data, tmp_path):
+    """`train --engine measured` writes a run folder that critique and evaluate take as --model RUN."""
+    import jsonschema
+    import soundfile as sf
+
+    from mixcritic.critique import json_schema
+    from mixcritic.toy import TOY_RATE_HZ, make_toy_song
+
+    run_dir = tmp_path / "measured"
+    result = runner.invoke(app, ["train", str(toy_data), "--engine", "measured", "--out", str(run_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["engine"] == "measured" and summary["model_dir"] == str(run_dir / "model")
+    settings = json.loads((run_dir / "model" / "mixcritic.json").read_text())
+    assert settings["engine"] == "measured" and settings["segment_s"] == 4.0
+    assert (run_dir / "model" / "COMPLETE").is_file()
+
+    report = json.loads(runner.invoke(app, ["evaluate", str(toy_data), "--model", str(run_dir), "--limit", "40", "--json"]).stdout)
+    jsonschema.validate(report, schema())
+    assert (report["predictor"]["engine"], report["predictor"]["run_dir"]) == ("measured", str(run_dir))
+    assert report["calibration"]["n"] == 40 and 0 <= report["calibration"]["expected_calibration_error"] <= 1
+    assert report["metrics"]["by_category"]["macro"]["both"] > 0.4  # chance is 0.2 (toy songs, unseen test split)
+    table = runner.invoke(app, ["evaluate", str(toy_data), "--model", str(run_dir), "--limit", "40"])
+    assert table.exit_code == 0 and "expected calibration error" in table.stdout
+    assert table.stdout.splitlines()[0].startswith(f"critic: {run_dir}, measured stem loudness (fit on")
+
+    session = tmp_path / "session"
+    session.mkdir()
+    for stem, audio in make_toy_song(5, 12.0).items():
+        sf.write(str(session / f"{stem}.wav"), audio * (10 ** (9 / 20) if stem == "bass" else 1.0), TOY_RATE_HZ)
+    critique = runner.invoke(app, ["critique", str(session), "--anchor", "drums", "--model", str(run_dir), "--json"])
+    assert critique.exit_code == 0, critique.output
+    doc = json.loads(critique.stdout)
+    jsonschema.validate(doc, json_schema())
+    assert doc["settings"]["engine"] == "measured" and doc["settings"]["segment_s"] == 4.0
+    assert [s["stem"] for s in doc["segments"]].count("bass") >= 2
+
+
+def test_train_engine_measured_refuses_llm_options(tmp_path):
+    result = runner.invoke(app, ["train", str(tmp_path), "--engine", "measured", "--out", str(tmp_path / "r"),
+                                 "--preset", "paper", "--lr", "1e-4"])
+    assert result.exit_code == 1
+    assert "--preset, --lr: LLM training option(s), not used by --engine measured; drop them" in result.stderr
+    result = runner.invoke(app, ["train", str(tmp_path), "--engine", "gpt", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "--engine 'gpt' is unknown; use one of measured, llm" in result.stderr

@@ -158,7 +158,7 @@ def train_critic(musdb7_data):
 
 @needs_musdb7
 def test_fit_save_reload_round_trip_gives_identical_probabilities(musdb7_data, train_critic, tmp_path):
-    from mixcritic.critics.llm.checkpoint import find_model_folder
+    from mixcritic.critics import load_critic, model_folder
     from mixcritic.dataset import open_dataset
 
     folder = save_measured(train_critic, tmp_path / "run")
@@ -166,7 +166,8 @@ def test_fit_save_reload_round_trip_gives_identical_probabilities(musdb7_data, t
     stored = json.loads((folder / "mixcritic.json").read_text())
     assert stored["engine"] == "measured" and stored["fit"]["songs"] == 8
     assert sorted(p.name for p in folder.iterdir()) == ["COMPLETE", "mixcritic.json"]  # JSON only, no pickle
-    assert is_measured_folder(folder) and find_model_folder(tmp_path / "run") == folder
+    assert is_measured_folder(folder) and model_folder(tmp_path / "run") == folder
+    assert load_critic(tmp_path / "run").settings == train_critic.settings
     reloaded = load_measured(folder)
     assert load_measured(tmp_path / "run").settings == reloaded.settings == train_critic.settings
     dataset = open_dataset(musdb7_data)

@@ -196,6 +196,21 @@ WIRING_ONLY_CAVEAT = (
 )
 
 
+def _reliability_table(calibration: dict) -> "Table":
+    """Confidence bins: answers, mean confidence, how often right (Both)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="Reliability (confidence bins; a calibrated critic has accuracy = confidence)",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in ("confidence", "N", "mean confidence", "accuracy"):
+        table.add_column(header, justify="right")
+    for row in calibration["reliability"]:
+        if row["count"]:
+            table.add_row(f"{row['low']:.1f}-{row['high']:.1f}", str(row["count"]), _pct(row["mean_confidence"]), _pct(row["accuracy"]))
+    return table
+
+
 def _print_report(report: dict, out) -> None:
     from rich.text import Text
 
@@ -233,5 +248,13 @@ def _print_report(report: dict, out) -> None:
         f"Flaw claims naming the anchor stem (always wrong): {metrics['anchor_named']['count']} "
         f"({_pct(metrics['anchor_named']['share_of_claims'])})."
     )
+    calibration = report.get("calibration")
+    if calibration:
+        out.print(_reliability_table(calibration))
+        out.print(
+            f"Calibration of the {calibration['n']} confidences: expected calibration error "
+            f"{_pct(calibration['expected_calibration_error'])} (mean confidence {_pct(calibration['mean_confidence'])}, "
+            f"accuracy {_pct(calibration['accuracy'])}; right = stem and direction both right). The paper gives no confidence."
+        )
     for note in report.get("notes", []):
         out.print(f"[yellow]Note:[/yellow] {note}")

@@ -23,6 +23,8 @@ ENGINE_HELP = (
     "at critique time) in seconds on a CPU. llm: fine-tune the paper's MERT -> Qwen2 critic, which hears the mix."
 )
 ENGINES = ("measured", "llm")
+_OPTION_NAMES = {"learning_rate": "--lr", "encoder_source": "--encoder", "llm_source": "--llm", "quantize_4bit": "--4bit"}
+"""Command-line spelling of the settings whose option name differs from the field name."""
 
 Opt = typer.Option
 
@@ -104,7 +106,7 @@ def train(
     check_options(data, out, preset)  # fail in a second, before torch and transformers load
     if engine == "measured":
         llm_only = {"preset": preset, "resume": resume or None, **train_values, **model_values}
-        given = [f"--{name.replace('_', '-')}" for name, value in llm_only.items() if value is not None]
+        given = [_OPTION_NAMES.get(name, f"--{name.replace('_', '-')}") for name, value in llm_only.items() if value is not None]
         if given:
             raise MixcriticError(f"{', '.join(given)}: LLM training option(s), not used by --engine measured; drop them")
         report(train_measured(data, out), json_out)

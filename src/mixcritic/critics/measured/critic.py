@@ -278,7 +278,7 @@ def fit_measured(data_dir: Path, split: str | Sequence[str] = "train", progress=
 
     ``split``: one split name or several (e.g. ``("train", "test")`` for the built-in fit).
     ``options``: fields of :class:`MeasuredConfig`. ``fitted_on`` names the data in ``describe()``
-    (default: ``"<N> real songs"``).
+    (default: ``"<N> songs"``).
     """
     splits = (split,) if isinstance(split, str) else tuple(split)
     try:
