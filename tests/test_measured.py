@@ -57,6 +57,7 @@ from mixcritic.critics.measured import (  # noqa: E402
     load_measured,
     save_measured,
 )
+from mixcritic.critics.measured.critic import BAND_CHOICES  # noqa: E402
 from mixcritic.critics.measured.features import band_levels_db  # noqa: E402
 from mixcritic.critics.measured.model import BalanceModel, centering_projector, gain_evidence  # noqa: E402
 from mixcritic.errors import ModelError  # noqa: E402
@@ -183,12 +184,19 @@ def test_fit_tunes_the_no_error_prior_by_cross_validation(train_critic):
     assert cv["prior_tuned"] and cv["songs"] == 8 and cv["folds"] == 8
     assert 0.1 <= train_critic.no_error_prior <= 0.6 and cv["no_error_prior"] == train_critic.no_error_prior
     assert cv["no_error_both"] >= train_critic.config.min_no_error_both
+    # the band layout is chosen by the same CV; on 8 songs a per-band covariance loses to broadband
+    assert set(cv["band_layouts"]) == set(BAND_CHOICES) and cv["band_layout"] == "broadband"
+    assert train_critic.config.band_edges_hz == BAND_CHOICES["broadband"] and train_critic.model.bands == 1
+    assert cv["macro_both"] == max(row["macro_both"] for row in cv["band_layouts"].values())
 
 
 @needs_musdb7
-def test_a_given_no_error_prior_is_kept(musdb7_data):
-    critic = fit_measured(musdb7_data, "train", no_error_prior=0.3)
+def test_a_given_prior_and_band_layout_are_kept(musdb7_data):
+    edges = BAND_CHOICES["5 bands"]
+    critic = fit_measured(musdb7_data, "train", no_error_prior=0.3, band_edges_hz=edges)
     assert critic.no_error_prior == 0.3 and not critic.fit_summary["cross_validation"]["prior_tuned"]
+    assert critic.config.band_edges_hz == edges and critic.model.bands == 5
+    assert critic.fit_summary["cross_validation"]["band_layout"] == "given"
 
 
 @needs_musdb7
@@ -333,7 +341,7 @@ def test_vectorised_cross_validation_agrees_with_judging_one_case_at_a_time(musd
     from mixcritic.labels import CATEGORIES, GAIN_RANGE_DB, TARGET_STEMS
     from mixcritic.metrics import Case, both_correct, by_category
 
-    config = MeasuredConfig(no_error_prior=0.25)
+    config = MeasuredConfig(no_error_prior=0.25, band_edges_hz=BAND_CHOICES["broadband"])
     chunks, _ = dataset_chunks(musdb7_data, ("train",), config)
     fast = grid_scores(grid_cases(chunks, config, draws=2), 0.25)
     cases = []
