@@ -18,6 +18,8 @@ from mixcritic.errors import ModelError
 from mixcritic.labels import DEFAULT_TARGET_LUFS, MODEL_SAMPLE_RATE_HZ
 from mixcritic.critics.llm.encoder import frames_for_samples, hidden_states
 from mixcritic.critics.llm.projector import (
+    AUX_LOSS_NORMS,
+    PROJECTOR_ACTIVATIONS,
     FeatureStandardizer,
     LayerWeights,
     Projector,
@@ -45,16 +47,27 @@ class CriticSettings:
     """LoRA alpha (scale alpha / r)."""
     lora_dropout: float = 0.05
     """LoRA dropout."""
-    projector_hidden: int = 2048
-    """Width of the projector's hidden layers."""
+    projector_hidden: int | list = 2048
+    """Widths of the projector's hidden layers, e.g. [2048, 4096, 4096, 2048]; a single number means
+    that width for each of ``projector_depth`` layers. Stored as the list."""
     projector_depth: int = 4
-    """Hidden layers of the projector (Linear, ReLU, LayerNorm, Dropout each)."""
+    """Hidden layers of the projector (Linear, activation, LayerNorm, Dropout each); set from
+    ``projector_hidden`` when that is a list."""
+    projector_activation: str = "relu"
+    """Activation of the projector's hidden layers: relu (paper's text) or gelu (authors' run)."""
     projector_dropout: float = 0.1
     """Dropout in the projector."""
     audio_pool: int = 1
     """Average this many consecutive encoder frames before the projector (1 = paper, 75 Hz)."""
     aux_loss_weight: float = 0.05
     """Weight of the embedding-norm matching loss."""
+    aux_loss_norm: str = "sqrt_d"
+    """Per-vector scale in that loss: L2 norm / sqrt(d) ("sqrt_d", ours: the RMS) or / d ("d", the
+    authors' run; at equal weight d times weaker, d = 3584 for Qwen2-7B)."""
+    system_message: str | None = None
+    """System turn of every prompt; None keeps the chat template's default."""
+    autocast_bf16: bool = False
+    """Whether training ran under bf16 autocast; inference then runs under it too (CUDA)."""
     standardize_clips: int = 0
     """Standardise the encoder's hidden states per dimension with statistics fitted on this many
     training clips before training (0 = off, as in the paper)."""
@@ -80,11 +93,19 @@ class CriticSettings:
     """Format version of this settings record."""
 
     def __post_init__(self) -> None:
+        hidden = self.projector_hidden
+        widths = [hidden] * self.projector_depth if isinstance(hidden, int) else list(hidden)
+        if not widths or not all(isinstance(w, int) and w >= 1 for w in widths):
+            raise ModelError(f"invalid --projector-hidden: {hidden!r}; give widths >= 1, e.g. 2048,4096,4096,2048")
+        object.__setattr__(self, "projector_hidden", widths)
+        object.__setattr__(self, "projector_depth", len(widths))
+        choices = {"projector_activation": PROJECTOR_ACTIVATIONS, "aux_loss_norm": AUX_LOSS_NORMS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ModelError(f"invalid --{name.replace('_', '-')}: {getattr(self, name)!r}; use one of {', '.join(allowed)}")
         checks = {
             "audio_pool": self.audio_pool >= 1,
             "standardize_clips": self.standardize_clips >= 0,
-            "projector_hidden": self.projector_hidden >= 1,
-            "projector_depth": self.projector_depth >= 1,
             "projector_dropout": 0.0 <= self.projector_dropout < 1.0,
             "aux_loss_weight": self.aux_loss_weight >= 0.0,
             "segment_s": self.segment_s > 0,
@@ -136,7 +157,8 @@ class MixCritic(nn.Module):
         self.feature_norm = FeatureStandardizer(num_states, encoder_hidden) if settings.standardize_clips else None
         llm_hidden = llm.get_input_embeddings().embedding_dim
         self.projector = Projector(
-            encoder_hidden, llm_hidden, settings.projector_hidden, settings.projector_depth, settings.projector_dropout
+            encoder_hidden, llm_hidden, settings.projector_hidden, settings.projector_depth, settings.projector_dropout,
+            settings.projector_activation,
         )
 
     # -- structure -------------------------------------------------------------------------
@@ -197,7 +219,7 @@ class MixCritic(nn.Module):
         out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep)
         lm_loss = causal_lm_loss(out.logits, labels[:, labels.shape[1] - keep:])
         text_rows = attention_mask.bool() & ~audio_mask.to(self.device)
-        aux = norm_matching_loss(audio_embeds, text_embeds[text_rows])
+        aux = norm_matching_loss(audio_embeds, text_embeds[text_rows], self.settings.aux_loss_norm)
         loss = lm_loss + self.settings.aux_loss_weight * aux
         return CriticOutput(loss, lm_loss.detach(), aux.detach(), None)
 
