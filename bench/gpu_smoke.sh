@@ -6,7 +6,7 @@
 #
 # Steps: random-init base models written in the real on-disk layouts (bench/gpu_smoke_models.py);
 # toy stems -> synth (10 s segments); `train --preset paper-run` through the HF Trainer for STEPS
-# steps, killed (SIGINT) after the checkpoint at STEPS/2 is complete, then `--resume`d to STEPS;
+# steps, killed (SIGTERM, as by a crash or a scheduler) after the checkpoint at STEPS/2 is complete, then `--resume`d to STEPS;
 # `evaluate --limit 32`; `critique` of one toy session. Prints step time, samples/s and peak GPU
 # memory (train: torch's max allocated; whole script: nvidia-smi's peak used) as a last JSON line.
 #
@@ -69,12 +69,12 @@ mc "${TRAIN[@]}" --show-config > "$WORK/config.json"
 
 echo "== train to step $HALF, then interrupt" >&2
 t0=$(now)
-mc "${TRAIN[@]}" > "$WORK/train-1.json" 2> "$WORK/train-1.log" &
-TRAIN_PID=$!
+"$PY" -m mixcritic "${TRAIN[@]}" > "$WORK/train-1.json" 2> "$WORK/train-1.log" &
+TRAIN_PID=$!  # python itself (not a subshell), so the kill reaches the training process
 interrupted=false
 while kill -0 "$TRAIN_PID" 2>/dev/null; do
   if [[ -f "$WORK/run/checkpoint-$HALF/COMPLETE" ]]; then
-    kill -INT "$TRAIN_PID"; interrupted=true; break
+    kill -TERM "$TRAIN_PID"; interrupted=true; break  # (a background job ignores SIGINT)
   fi
   sleep 1
 done

@@ -72,6 +72,22 @@ def test_show_config_prints_the_paper_run_recipe_and_writes_nothing(toy_data, tm
     assert not run.exists()
 
 
+def test_show_config_imports_neither_torch_nor_transformers(toy_data, tmp_path):
+    """Fast: no model is loaded, not even torch is imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom mixcritic.cli import app\n"
+            f"r = CliRunner().invoke(app, ['train', {str(toy_data)!r}, '--out', {str(tmp_path / 'run')!r}, "
+            "'--preset', 'paper-run', '--show-config', '--json'])\n"
+            "assert r.exit_code == 0, r.output\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'bitsandbytes') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": ":".join(sys.path), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
 def test_show_config_applies_overrides_and_shows_a_table(toy_data, tmp_path, monkeypatch):
     import mixcritic.critics.llm.tiny as tiny
 

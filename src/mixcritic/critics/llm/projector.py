@@ -13,11 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-PROJECTOR_ACTIVATIONS = ("relu", "gelu")
-"""Hidden-layer activations of the projector: relu (the paper's text), gelu (the authors' published run)."""
-
-AUX_LOSS_NORMS = ("sqrt_d", "d")
-"""How the auxiliary loss scales each vector's L2 norm: / sqrt(d) (ours) or / d (the authors' run)."""
+from mixcritic.critics.llm.settings import AUX_LOSS_NORMS, PROJECTOR_ACTIVATIONS
 
 class LayerWeights(nn.Module):
     """Softmax-normalised learnable weights over the encoder's hidden states (uniform at start)."""

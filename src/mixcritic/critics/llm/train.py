@@ -493,7 +493,7 @@ def resolve_settings(request: TrainRequest, source, inspect_sources: bool = True
     and load nothing (the settings then show the preset's sources as they are).
     """
     from mixcritic.critics.llm import resolve_device
-    from mixcritic.critics.llm.critic import CriticSettings
+    from mixcritic.critics.llm.settings import CriticSettings
     from mixcritic.critics.llm.prompt import PROMPT_VERSION
 
     train, model = preset_settings(request.preset)
