@@ -128,6 +128,16 @@ def test_resume_with_changed_optimisation_settings_is_refused(full_run, tmp_path
                                   model_overrides=SPEC, resume=True, device="cpu", progress=False), FakeSource())
 
 
+def test_resume_of_a_run_that_reached_max_steps_is_refused(full_run, tmp_path):
+    """The Trainer would otherwise train one step beyond --max-steps (seen as checkpoint-21 of a 20-step run)."""
+    out, _ = full_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    with pytest.raises(ModelError, match="already at --max-steps 6"):
+        run_training(TrainRequest(data_dir=copy, out_dir=copy, preset="tiny", train_overrides=FAST, model_overrides=SPEC,
+                                  resume=True, device="cpu", progress=False), FakeSource())
+
+
 def test_only_rank_zero_removes_interrupted_checkpoints(full_run, tmp_path):
     """Under torchrun every rank used to delete the same folder (FileNotFoundError on all but one)."""
     from mixcritic.critics.llm.train import TrainSettings, prepare_run_dir, resolve_settings

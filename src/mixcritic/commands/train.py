@@ -1,4 +1,5 @@
-"""`mixcritic train`: fine-tune the projector, layer weights and LoRA adapter on a synth dataset."""
+"""`mixcritic train`: fit a critic on a synth dataset: the measured engine (seconds, CPU) or the
+LLM engine (the projector, layer weights and LoRA adapter, the paper's fine-tuning)."""
 
 from __future__ import annotations
 
@@ -9,23 +10,30 @@ from typing import Annotated, Optional
 import typer
 
 from mixcritic.console import print_json
+from mixcritic.errors import MixcriticError
 from mixcritic.options import DataArgument, DeviceOption, JsonOption
 
 PRESET_HELP = (
     "paper: MERT-v1-330M + Qwen2-7B-Instruct in 4-bit, the recipe in the paper's text (needs a GPU and local weights). "
     "paper-run: the same models with the authors' published run (GELU projector 2048-4096-4096-2048, aux 0.1 on "
     "norms/d, wd 0.05, clip 1.0, batch 16x4, 10 epochs, seed 42, augmentation, system message). "
-    "tiny: tiny random-init models, runs on a CPU in about a minute (offline default). "
-    "See the values with --show-config."
+    "tiny: tiny random-init models, runs on a CPU in about a minute; a wiring check whose advice is near chance "
+    "(offline default). LLM engine only; see the values with --show-config."
 )
+ENGINE_HELP = (
+    "measured: fit the measured critic (stem levels against a model of natural balance; needs the separate stems "
+    "at critique time) in seconds on a CPU. llm: fine-tune the paper's MERT -> Qwen2 critic, which hears the mix."
+)
+ENGINES = ("measured", "llm")
 
 Opt = typer.Option
 
 
 def train(
     data: DataArgument,
-    out: Annotated[Path, Opt("--out", help="Run folder: checkpoint-N/, model/, train_summary.json.")],
-    preset: Annotated[str, Opt("--preset", help=PRESET_HELP)] = "tiny",
+    out: Annotated[Path, Opt("--out", help="Run folder: model/ (both engines), checkpoint-N/ and train_summary.json (llm).")],
+    engine: Annotated[str, Opt("--engine", help=ENGINE_HELP)] = "llm",
+    preset: Annotated[Optional[str], Opt("--preset", help=PRESET_HELP + " \\[default: tiny]", show_default=False)] = None,
     max_steps: Annotated[Optional[int], Opt("--max-steps", help="Stop after N optimizer steps (default: all epochs; tiny: 60).")] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue from the last complete checkpoint in --out.")] = False,
     epochs: Annotated[Optional[float], Opt("--epochs", help="Epochs (paper 3).")] = None,
@@ -63,16 +71,25 @@ def train(
     standardize_clips: Annotated[Optional[int], Opt("--standardize-clips", help="Standardise encoder features with statistics from N training clips (0 = off, paper).")] = None,
     gradient_checkpointing: Annotated[Optional[bool], Opt("--gradient-checkpointing/--no-gradient-checkpointing", help="Activation checkpointing in the LLM.")] = None,
     device: DeviceOption = "auto",
-    show_config: Annotated[bool, Opt("--show-config", help="Print the resolved settings (preset + options) and exit: trains nothing, writes nothing.")] = False,
+    show_config: Annotated[bool, Opt("--show-config", help="Print the resolved LLM settings (preset + options) and exit: trains nothing, writes nothing.")] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Train MERT -> projector -> Qwen2 (QLoRA) on a dataset from `mixcritic synth`.
+    """Train a critic on a dataset from `mixcritic synth`: measured (seconds) or MERT -> projector -> Qwen2 (QLoRA).
 
-    Checkpoints hold only trained tensors (safetensors) and settings (JSON). Under
-    `accelerate launch` or `torchrun` the same command trains data-parallel on several GPUs;
-    without a launcher it trains on one device (--device cuda:N) and says how to use them all.
+    Both engines write RUN/model/mixcritic.json naming the engine; `critique --model RUN` and
+    `evaluate --model RUN` take either. LLM checkpoints hold only trained tensors (safetensors) and
+    settings (JSON). Under `accelerate launch` or `torchrun` the same command trains an LLM run
+    data-parallel on several GPUs; without a launcher it trains on one device (--device cuda:N)
+    and says how to use them all.
+
+    Examples:
+
+      mixcritic train DATA --engine measured --out RUN
+
+      mixcritic train DATA --out RUN --preset paper
+
+      mixcritic train DATA --out RUN --preset paper-run --show-config
     """
-    from mixcritic.critics.llm.train import TrainRequest, resolved_config, run_training
 
     train_values = {
         "max_steps": max_steps, "epochs": epochs, "learning_rate": lr, "weight_decay": weight_decay,
@@ -91,10 +108,22 @@ def train(
         "aux_loss_weight": aux_loss_weight, "aux_loss_norm": aux_loss_norm, "system_message": system_message,
         "gradient_checkpointing": gradient_checkpointing, "standardize_clips": standardize_clips,
     }
+    if engine not in ENGINES:
+        raise MixcriticError(f"--engine {engine!r} is unknown; use one of {', '.join(ENGINES)}")
+    if engine == "measured":
+        llm_only = {"preset": preset, "resume": resume or None, "show_config": show_config or None,
+                    **train_values, **model_values}
+        given = [f"--{name.replace('_', '-')}" for name, value in llm_only.items() if value is not None]
+        if given:
+            raise MixcriticError(f"{', '.join(given)}: LLM training option(s), not used by --engine measured; drop them")
+        report(train_measured(data, out), json_out)
+        return
+    from mixcritic.critics.llm.train import TrainRequest, resolved_config, run_training
+
     request = TrainRequest(
         data_dir=data,
         out_dir=out,
-        preset=preset,
+        preset=preset or "tiny",
         train_overrides=tuple((k, None if v is OFF else v) for k, v in train_values.items() if v is not None),
         model_overrides=tuple((k, v) for k, v in model_values.items() if v is not None),
         resume=resume,
@@ -107,8 +136,15 @@ def train(
     summary = run_training(request)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # data-parallel run: only the first process reports
+    report(summary, json_out)
+
+
+def report(summary: dict, json_out: bool) -> None:
+    """The run's summary: JSON (without the log history) or a Rich table."""
     if json_out:
         print_json({k: v for k, v in summary.items() if k != "log_history"})
+    elif summary.get("engine") == "measured":
+        print_measured_summary(summary)
     else:
         print_summary(summary)
 
@@ -122,8 +158,6 @@ def parse_numbers(text: str | None, option: str, kind, allow_off: bool = False):
 
     With ``allow_off``, ``off`` means "none" and becomes the override value None.
     """
-    from mixcritic.errors import ModelError
-
     if text is None:
         return None
     if allow_off and text.strip().lower() in ("off", "none"):
@@ -131,7 +165,7 @@ def parse_numbers(text: str | None, option: str, kind, allow_off: bool = False):
     try:
         values = [kind(part) for part in text.split(",")]
     except ValueError:
-        raise ModelError(f"invalid {option}: {text!r}; give comma-separated numbers, e.g. 2048,4096,4096,2048") from None
+        raise MixcriticError(f"invalid {option}: {text!r}; give comma-separated numbers, e.g. 2048,4096,4096,2048") from None
     return values[0] if len(values) == 1 and kind is int else values
 
 
@@ -149,6 +183,34 @@ def print_config(config: dict, as_json: bool) -> None:
     table.add_column("value")
     for name, value in config.items():
         table.add_row(name, "-" if value is None else str(value))
+    stdout.print(table)
+
+
+def train_measured(data: Path, out: Path) -> dict:
+    """Fit the measured critic on the dataset's train split and save it as ``out/model``; its summary."""
+    import time
+
+    from mixcritic.critics.measured import fit_measured, save_measured
+
+    started = time.perf_counter()
+    critic = fit_measured(data, split="train")
+    saved = save_measured(critic, out)
+    return {
+        "engine": "measured", "run_dir": str(out), "model_dir": str(saved.parent if saved.is_file() else saved),
+        "critic": critic.describe(), "train_seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def print_measured_summary(summary: dict) -> None:
+    """A Rich table of a measured fit on stdout."""
+    from rich.table import Table
+
+    from mixcritic.console import stdout
+
+    table = Table(title="mixcritic train --engine measured", show_header=False)
+    for name, key in (("critic", "critic"), ("model", "model_dir")):
+        table.add_row(name, str(summary[key]))
+    table.add_row("time", f"{summary['train_seconds']:.1f} s")
     stdout.print(table)
 
 

@@ -580,6 +580,19 @@ def check_resume_compatible(checkpoint: Path, settings, train: TrainSettings | N
                          "or start a new --out folder.")
 
 
+def check_steps_left(checkpoint: Path, train: TrainSettings | None) -> None:
+    """Refuse to resume a run that already reached ``--max-steps`` (the Trainer would run one step more)."""
+    from mixcritic.critics.llm.checkpoint import CHECKPOINT_PATTERN
+
+    match = CHECKPOINT_PATTERN.match(checkpoint.name)
+    if train is None or train.max_steps < 1 or match is None:
+        return
+    step = int(match.group(1))
+    if step >= train.max_steps:
+        raise ModelError(f"--resume: {checkpoint} is at step {step}, already at --max-steps {train.max_steps}; "
+                         "pass a larger --max-steps to train further.")
+
+
 def drop_incomplete_checkpoints(run_dir: Path) -> list[Path]:
     """Delete ``checkpoint-N`` folders without a COMPLETE marker (interrupted saves); returns them."""
     import shutil
@@ -710,6 +723,7 @@ def prepare_run_dir(out_dir: Path, resume: bool, settings, train: TrainSettings 
         if resume_from is None:
             raise ModelError(f"--resume: {out_dir} has no complete checkpoint-N folder; start without --resume.")
         check_resume_compatible(resume_from, settings, train)
+        check_steps_left(resume_from, train)
         if is_main:
             drop_incomplete_checkpoints(out_dir)
     elif out_dir.exists() and (any(out_dir.glob("checkpoint-*")) or (out_dir / "model").exists()):
@@ -785,7 +799,8 @@ def run_training(request: TrainRequest, source=None) -> dict:
     model = build_critic(settings, device, training=True, seed=train.seed)
     if model.feature_norm is not None and resume_from is None:
         fit_feature_norm(model, train_set, settings.standardize_clips, train.seed)
-    extras = {"run_train_settings": asdict(train), "run_data_dir": str(Path(request.data_dir).resolve())}
+    extras = {"run_train_settings": asdict(train), "run_data_dir": str(Path(request.data_dir).resolve()),
+              "run_preset": request.preset}  # the tiny preset marks a wiring-only run (inference.is_wiring_only)
     trainer = make_trainer_class()(
         model=model,
         args=args,
