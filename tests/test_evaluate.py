@@ -190,6 +190,8 @@ def test_evaluate_a_tiny_model_end_to_end(toy_data, tiny_run, tmp_path):
     report = json.loads(result.stdout)
     jsonschema.validate(report, schema())
     assert report["predictor"]["kind"] == "model" and report["predictor"]["settings"]["sample_rate_hz"] == 24_000
+    assert (report["predictor"]["engine"], report["predictor"]["wiring_only"]) == ("llm", True)
+    assert "Warning: this run was trained with the tiny preset" in result.stderr
     lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(lines) == report["metrics"]["n"] == 10
     assert all(isinstance(line["response"], str) for line in lines)
@@ -380,3 +382,70 @@ def test_loudness_baseline_warning_reaches_stderr_not_stdout(toy_data, tmp_path)
     assert result.exit_code == 0, result.output
     assert "Warning: the loudness baseline is fitted on 'valid' itself" in result.stderr.replace("\n", " ")
     assert json.loads(result.stdout)["sample"]["n"] == 5  # stdout is only the JSON
+
+
+# ---------------------------------------------------------------------------------------------
+# Critics through the seam (mixcritic.critics.load_critic): the built-in, a measured run
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """The measured engine replaced by a stand-in that reads the stems and gives confidences."""
+    from critic_doubles import StandInMeasured
+
+    critic = StandInMeasured(settings={"sample_rate_hz": 24_000, "segment_s": 4.0, "target_lufs": -23.0})
+    monkeypatch.setattr("mixcritic.critics.measured.load_builtin", lambda: critic, raising=False)
+    monkeypatch.setattr("mixcritic.critics.measured.load_measured", lambda folder: critic, raising=False)
+    return critic
+
+
+def test_a_measured_run_is_evaluated_like_an_llm_run(toy_data, stand_in, tmp_path):
+    import jsonschema
+    import numpy as np
+
+    run_dir = tmp_path / "measured-run"
+    (run_dir / "model").mkdir(parents=True)
+    (run_dir / "model" / "mixcritic.json").write_text(json.dumps({"engine": "measured", "fitted": [1, 2]}))
+    args = ["evaluate", str(toy_data), "--model", str(run_dir), "--limit", "10", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    jsonschema.validate(report, schema())
+    predictor = report["predictor"]
+    assert (predictor["kind"], predictor["name"], predictor["engine"], predictor["wiring_only"]) == ("model", "model", "measured", False)
+    assert predictor["critic"] == f"critic: {run_dir}, stand-in measured critic"
+    out = run_dir / "eval" / "test-10-s0"
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [(line["confidence"], line["probabilities"]) for line in lines] == [(0.75, {"no_error": 0.125})] * 10
+    # each record reached the critic as its mix and its separate stems, the target's flaw applied
+    data = open_dataset(toy_data)
+    records = {r["id"]: r for r in data.records("test")}
+    for line, segment in zip(lines, stand_in.segments):
+        record = records[line["id"]]
+        assert segment.anchor_stem == record["anchor_stem"] and segment.instruction == record["instruction"]
+        assert segment.stems_present == tuple(record["stems_present"])
+        expected = data.render_stems(record)
+        assert all(np.array_equal(segment.stems[k], expected[k]) for k in expected)
+        np.testing.assert_array_equal(segment.mix, data.render(record, normalize=True))
+    # resume: nothing to answer, nothing loaded; a refit model in the same folder is refused
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and json.loads(again.stdout) == report
+    (run_dir / "model" / "mixcritic.json").write_text(json.dumps({"engine": "measured", "fitted": [1, 3]}))
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1 and "differs in: model_sha256" in refused.output
+
+
+def test_evaluate_model_builtin(toy_data, stand_in, tmp_path, monkeypatch):
+    def save(critic, run_dir):
+        (run_dir / "model").mkdir(parents=True)
+        (run_dir / "model" / "mixcritic.json").write_text('{"engine": "measured"}')
+        return run_dir / "model" / "mixcritic.json"
+
+    monkeypatch.setattr("mixcritic.critics.measured.save_measured", save, raising=False)
+    report = run(toy_data, None, model_dir="builtin", limit=5)
+    assert report["predictor"]["name"] == "builtin" and report["predictor"]["engine"] == "measured"
+    assert (toy_data / "eval" / "builtin-test-5-s0" / "report.json").is_file()
+    result = runner.invoke(app, ["evaluate", str(toy_data), "--model", "builtin", "--limit", "5"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "critic: built-in, stand-in measured critic"
+    assert "built-in critic on" in result.stdout

@@ -3,8 +3,10 @@
 The run, in order:
 
 1. pick the records of the split (all, or ``--limit`` of them stratified by category x stem);
-2. answer each one, with a trained critic (greedy, batched) or a baseline from
-   :mod:`mixcritic.baselines`, appending ``{"id", "response", ...}`` to
+2. answer each one, with a critic (``builtin`` or a run of either engine, through the one
+   interface of :mod:`mixcritic.critics`: each record becomes a ``Segment`` with its normalised
+   mix and its separate stems) or a baseline from :mod:`mixcritic.baselines`, appending
+   ``{"id", "response", "confidence"?, ...}`` to
    ``REPORT_DIR/predictions.jsonl`` after every batch, so an interrupted run resumes where it
    stopped (ids already answered are skipped; a half-written last line is dropped);
 3. parse every answer with :func:`mixcritic.templates.parse_response` (an unparseable answer is
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from mixcritic import __version__
 from mixcritic.baselines import BASELINES
+from mixcritic.critics import BUILTIN, critic_line
 from mixcritic.errors import DatasetError, MixcriticError
 from mixcritic.files import atomic_path, write_text_atomic
 from mixcritic.labels import CATEGORIES, TARGET_STEMS, Label
@@ -53,8 +56,8 @@ class EvaluateConfig:
 
     data_dir: Path
     """Dataset folder written by ``mixcritic synth``."""
-    model_dir: Path | None = None
-    """Training run folder (``mixcritic train --out``); None with a baseline."""
+    model_dir: Path | str | None = None
+    """Training run folder (``mixcritic train --out``, either engine) or ``builtin``; None with a baseline."""
     baseline: str | None = None
     """``loudness``, ``majority`` or ``random`` instead of a model."""
     split: str = "test"
@@ -77,7 +80,7 @@ class EvaluateConfig:
         if self.baseline is not None and self.baseline not in BASELINES:
             raise MixcriticError(f"--baseline {self.baseline!r} is unknown; use one of {', '.join(BASELINES)}")
         if self.model_dir is not None:
-            self.model_dir = Path(self.model_dir)
+            self.model_dir = BUILTIN if str(self.model_dir) == BUILTIN else Path(self.model_dir)
         if self.limit is not None and self.limit < 1:
             raise MixcriticError(f"--limit must be >= 1 (got {self.limit})")
         if self.batch_size < 1:
@@ -87,16 +90,21 @@ class EvaluateConfig:
         self.out_dir = Path(self.out_dir)
 
     @property
+    def builtin(self) -> bool:
+        """True when the built-in measured critic answers."""
+        return self.model_dir == BUILTIN
+
+    @property
     def predictor_name(self) -> str:
-        """``model`` or the baseline's name."""
-        return self.baseline or "model"
+        """``model``, ``builtin`` or the baseline's name."""
+        return self.baseline or (BUILTIN if self.builtin else "model")
 
 
 def default_out_dir(config: EvaluateConfig) -> Path:
-    """``RUN/eval/<split>-<n|all>-s<seed>`` for a model, ``DATA/eval/<baseline>-<split>-...`` for a baseline."""
+    """``RUN/eval/<split>-<n|all>-s<seed>`` for a run, ``DATA/eval/<builtin|baseline>-<split>-...`` otherwise."""
     name = f"{config.split}-{config.limit or 'all'}-s{config.seed}"
-    if config.baseline:
-        return config.data_dir / "eval" / f"{config.baseline}-{name}"
+    if config.baseline or config.builtin:
+        return config.data_dir / "eval" / f"{config.predictor_name}-{name}"
     return Path(config.model_dir) / "eval" / name
 
 
@@ -209,9 +217,10 @@ class BaselinePredictor:
 
 
 class ModelPredictor:
-    """Answers with a trained critic: the normalised mix and the sample's instruction, greedy."""
+    """Answers with a critic of either engine: each record becomes a Segment (normalised mix, separate
+    stems, instruction) and the critic judges it; its confidence is kept when it gives one."""
 
-    def __init__(self, critic, dataset, model_dir: Path, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(self, critic, dataset, model_dir: Path | str, warn: Callable[[str], None] | None = None) -> None:
         from mixcritic.templates import TEMPLATE_VERSION
 
         self.critic = critic
@@ -232,34 +241,38 @@ class ModelPredictor:
         self.level_shift_db = 0.0 if target is None else float(target) - dataset_target_lufs(dataset)
 
     def describe(self) -> dict:
-        """What the report says about the answering side: the run and its settings."""
+        """What the report says about the answering side: which critic, the run and its settings."""
         settings = {k: v for k, v in dict(self.critic.settings).items() if _jsonable(v)}
-        return {"kind": "model", "name": "model", "run_dir": str(self.model_dir), "settings": settings,
-                "level_shift_db": self.level_shift_db}
+        return {"kind": "model", "name": "builtin" if self.model_dir == BUILTIN else "model", "engine": self.critic.engine,
+                "critic": critic_line(self.model_dir, self.critic), "wiring_only": bool(settings.get("wiring_only", False)),
+                "run_dir": str(self.model_dir), "settings": settings, "level_shift_db": self.level_shift_db}
+
+    def segment(self, record: dict):
+        """The :class:`~mixcritic.critics.Segment` of a record: its normalised mix (shifted to the
+        critic's target loudness), its separate stems at the gains in the mix, its instruction."""
+        from mixcritic.audio import apply_gain_db
+        from mixcritic.critics import Segment
+
+        mix = self.dataset.render(record, normalize=True)
+        if self.level_shift_db:
+            mix = apply_gain_db(mix, self.level_shift_db)
+        return Segment(mix, self.dataset.render_stems(record), record["anchor_stem"], record["instruction"],
+                       tuple(record.get("stems_present") or ()))
 
     def answer(self, records: list[dict]) -> list[dict]:
-        """``{"id", "response"}`` per record, in order; clips of equal length share a generate call."""
-        import numpy as np
-
-        from mixcritic.audio import apply_gain_db
-
-        out: list[dict] = []
-        for group in _equal_length_groups(records, self.dataset):
-            clips = [self.dataset.render(r, normalize=True) for r in group]
-            if self.level_shift_db:
-                clips = [apply_gain_db(c, self.level_shift_db) for c in clips]
-            texts = self.critic.generate(np.stack(clips).astype(np.float32), [r["instruction"] for r in group])
-            out.extend({"id": r["id"], "response": t} for r, t in zip(group, texts))
+        """``{"id", "response", "confidence"?, "probabilities"?}`` per record, in order."""
+        judgements = self.critic.judge([self.segment(r) for r in records])
+        if len(judgements) != len(records):
+            raise MixcriticError(f"{self.model_dir}: the critic returned {len(judgements)} answers for {len(records)} clips")
+        out = []
+        for record, judgement in zip(records, judgements):
+            entry = {"id": record["id"], "response": judgement.text}
+            if judgement.confidence is not None:
+                entry["confidence"] = float(judgement.confidence)
+            if judgement.probabilities:
+                entry["probabilities"] = {k: float(v) for k, v in judgement.probabilities.items()}
+            out.append(entry)
         return out
-
-
-def _equal_length_groups(records: list[dict], dataset) -> list[list[dict]]:
-    """Split a batch into runs of equal clip length (the encoder is run without padding)."""
-    rate_hz = dataset_rate_hz(dataset)
-    groups: dict[int, list[dict]] = {}
-    for record in records:
-        groups.setdefault(round(float(record["duration_s"]) * rate_hz), []).append(record)
-    return list(groups.values())
 
 
 def _jsonable(value) -> bool:
@@ -292,7 +305,7 @@ def make_predictor(config: EvaluateConfig, dataset, progress: Progress | None = 
     from mixcritic import baselines
 
     if config.model_dir is not None:
-        from mixcritic.critics.llm.inference import load_critic
+        from mixcritic.critics import load_critic
 
         return ModelPredictor(load_critic(config.model_dir, device=config.device), dataset, config.model_dir, warn)
     if config.baseline == "majority":
@@ -332,22 +345,43 @@ def run_identity(config: EvaluateConfig, dataset) -> dict:
         "limit": config.limit,
         "seed": config.seed,
         "predictor": config.predictor_name,
-        "model_dir": str(Path(config.model_dir).resolve()) if config.model_dir else None,
-        "model_sha256": model_fingerprint(Path(config.model_dir)) if config.model_dir else None,
+        "model_dir": _model_identity(config.model_dir),
+        "model_sha256": model_fingerprint(config.model_dir) if config.model_dir else None,
         "template_version": TEMPLATE_VERSION,
     }
 
 
-def model_fingerprint(run_dir: Path) -> str:
-    """SHA-256 over the files of the model folder that ``load_critic`` would load.
+def _model_identity(model: Path | str | None) -> str | None:
+    if model is None or model == BUILTIN:
+        return model
+    return str(Path(model).resolve())
 
-    Keeps answers of a retrained (or resumed) run from being mixed with older ones.
+
+def model_fingerprint(model: Path | str) -> str:
+    """SHA-256 over the files of the model folder that ``load_critic`` would load (either engine).
+
+    Keeps answers of a retrained (or resumed) run from being mixed with older ones. The built-in
+    critic is fingerprinted by the files it saves as (its fitted numbers).
     """
+    if model == BUILTIN:
+        import tempfile
+
+        from mixcritic.critics.measured import load_builtin, save_measured
+
+        with tempfile.TemporaryDirectory(prefix="mixcritic-builtin-") as tmp:
+            return _folder_sha256(save_measured(load_builtin(), Path(tmp)))
+    from mixcritic.critics import model_folder
+
+    return _folder_sha256(model_folder(Path(model)))
+
+
+def _folder_sha256(folder: Path) -> str:
+    """SHA-256 over every file below ``folder``: relative path and content."""
     import hashlib
 
-    from mixcritic.critics.llm.checkpoint import find_model_folder
-
-    folder = find_model_folder(run_dir)
+    folder = Path(folder)
+    if folder.is_file():
+        folder = folder.parent
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")

@@ -41,15 +41,20 @@ StemsPresentOption = Annotated[
     typer.Option("--stems-present", help="Mixed-file mode: stems in the mix, comma-separated \\[default: bass,drums,other,vocals].", show_default=False),
 ]
 ModelOption = Annotated[
-    Optional[Path],
-    typer.Option("--model", help="Run folder written by `mixcritic train` \\[default: $MIXCRITIC_MODEL, else <user data dir>/model].", show_default=False),
+    Optional[str],
+    typer.Option(
+        "--model", metavar="RUN|builtin",
+        help="Run folder written by `mixcritic train` (measured or LLM), or `builtin` for the measured critic shipped "
+        "with mixcritic \\[default: $MIXCRITIC_MODEL, else <user data dir>/model, else builtin].",
+        show_default=False,
+    ),
 ]
 EncoderOption = Annotated[Optional[str], typer.Option("--encoder", help="Local folder (or hub id) of the audio encoder, overriding the checkpoint's.", show_default=False)]
 LlmOption = Annotated[Optional[str], typer.Option("--llm", help="Local folder (or hub id) of the base LLM, overriding the checkpoint's.", show_default=False)]
 BatchOption = Annotated[int, typer.Option("--batch-size", min=1, help="Segments generated together.")]
 SegmentOverride = Annotated[
     Optional[float],
-    typer.Option("--segment-s", min=1.0, help="Segment length in seconds \\[default: the checkpoint's, 10 s in training].", show_default=False),
+    typer.Option("--segment-s", min=1.0, help="Segment length in seconds \\[default: the critic's, as it was trained].", show_default=False),
 ]
 
 _VERDICT_STYLE = {
@@ -76,6 +81,9 @@ def critique(
     Stems are found by file name (vox, lead vocal -> vocals; kit, kick -> drums; bass guitar, sub
     -> bass; anything else -> other). Progress and warnings go to stderr.
 
+    With no model configured, the built-in measured critic judges (it needs the separate stems;
+    a single mixed file needs an LLM run). The output says which critic spoke.
+
     Examples:
 
     mixcritic critique ./stems --anchor drums
@@ -84,16 +92,17 @@ def critique(
 
     mixcritic critique ./stems --anchor vocals --stem bass=DI/Bass.wav --json > advice.json
     """
-    from mixcritic.console import info
-    from mixcritic.critique import resolve_model_dir
+    from mixcritic.console import info, warn
+    from mixcritic.critique import resolve_model
     from mixcritic.session import open_session
 
     with ProgressBar("Reading audio", None) as advance:
         session = open_session(source, anchor, stem, stems_present, progress=lambda path: advance(1))
     report_session(session)
-    model_dir = resolve_model_dir(model)
-    result = critique_with_model(session, model_dir, device, encoder, llm, batch_size, segment_s)
+    result = critique_with_model(session, resolve_model(model), device, encoder, llm, batch_size, segment_s)
     if json_output:
+        if result.settings["wiring_only"]:
+            warn(WIRING_ONLY_CAVEAT)
         print_json(result.to_json())
     else:
         from mixcritic.console import stdout
@@ -102,18 +111,28 @@ def critique(
     info(f"Done: {len(result.segments)} segment(s).")
 
 
+WIRING_ONLY_CAVEAT = (
+    "this run was trained with the tiny preset to check the wiring: its advice is near chance, "
+    "not a trained critic's; use the built-in critic (no --model) or a run trained on real data"
+)
+
+
 def critique_with_model(
-    session: "Session", model_dir: Path, device: str, encoder: str | None, llm: str | None,
+    session: "Session", model: "str | Path", device: str, encoder: str | None, llm: str | None,
     batch_size: int, segment_s: float | None,
 ) -> "CritiqueReport":
     """Load the critic, warn about setting mismatches, run every segment with a progress bar."""
     from mixcritic.console import info, warn
+    from mixcritic.critics import critic_line
     from mixcritic.critique import (
-        CritiqueConfig, check_template_version, critic_device, load_model, num_segments, run_critique,
+        CritiqueConfig, check_critic_fits_session, check_template_version, critic_device, load_model, num_segments,
+        run_critique,
     )
 
-    info(f"Loading the model from {model_dir} ...")
-    critic = load_model(model_dir, device, encoder, llm)
+    info("Loading the built-in critic ..." if str(model) == "builtin" else f"Loading the model from {model} ...")
+    critic = load_model(model, device, encoder, llm)
+    check_critic_fits_session(session, critic)
+    info(critic_line(model, critic))
     config = CritiqueConfig.from_settings(critic.settings, segment_s, batch_size)
     trained_s = critic.settings.get("segment_s")
     if segment_s is not None and trained_s is not None and abs(segment_s - float(trained_s)) > 1e-9:
@@ -127,7 +146,7 @@ def critique_with_model(
             "it is padded with silence to the segment length"
         )
     with ProgressBar("Critiquing segments", num_segments(session, config)) as advance:
-        return run_critique(session, critic, config, model_dir, critic_device(critic, device), advance)
+        return run_critique(session, critic, config, model, critic_device(critic, "cpu"), advance)
 
 
 class ProgressBar:
@@ -198,11 +217,20 @@ def correction_label(result) -> str:
     return "none" if result.verdict == "balanced" else "—"
 
 
+def confidence_label(result) -> str:
+    """Text of a segment's confidence column: ``83 %``, or ``—`` when there is none."""
+    return "—" if result.confidence is None else f"{result.confidence:.0%}".replace("%", " %")
+
+
 def print_report(report: "CritiqueReport", console: "Console") -> None:
-    """The per-segment table, then the summary and any raw unparsed answers."""
+    """Which critic spoke, the per-segment table, then the summary and any raw unparsed answers."""
     from rich.table import Table
     from rich.text import Text
 
+    console.print(Text(report.settings["critic"]), soft_wrap=True)
+    if report.settings["wiring_only"]:
+        console.print(Text(f"Caveat: {WIRING_ONLY_CAVEAT}.", style="bold yellow"), soft_wrap=True)
+    with_confidence = any(r.confidence is not None for r in report.segments)
     title = f"mixcritic — {report.session.path.name if report.session.path else 'session'} (anchor: {report.session.anchor_stem})"
     table = Table(title=title, show_lines=False)
     table.add_column("#", justify="right", no_wrap=True)
@@ -210,10 +238,13 @@ def print_report(report: "CritiqueReport", console: "Console") -> None:
     table.add_column("verdict", no_wrap=True)
     table.add_column("advice", overflow="fold", ratio=1)
     table.add_column("correction", no_wrap=True)
+    if with_confidence:
+        table.add_column("confidence", justify="right", no_wrap=True)
     for r in report.segments:
         verdict, style = verdict_label(r)
         time_range = f"{_time(r.start_s)}–{_time(r.end_s)}" + (" (padded)" if r.padded_s else "")
-        table.add_row(str(r.index + 1), time_range, Text(verdict, style=style), Text(r.text or ""), correction_label(r))
+        cells = [str(r.index + 1), time_range, Text(verdict, style=style), Text(r.text or ""), correction_label(r)]
+        table.add_row(*cells, *([confidence_label(r)] if with_confidence else []))
     console.print(table)
     console.print(Text("Summary", style="bold"))
     for line in report.summary.lines:

@@ -13,8 +13,13 @@ from mixcritic.console import print_json
 from mixcritic.options import DataArgument, DeviceOption, JsonOption, SeedOption
 
 ModelOption = Annotated[
-    Optional[Path],
-    typer.Option("--model", help="Training run folder (`mixcritic train --out RUN`). Not needed with --baseline.", show_default=False),
+    Optional[str],
+    typer.Option(
+        "--model", metavar="RUN|builtin",
+        help="Training run folder (`mixcritic train --out RUN`, measured or LLM), or `builtin` for the measured critic "
+        "shipped with mixcritic. Not needed with --baseline.",
+        show_default=False,
+    ),
 ]
 BaselineOption = Annotated[
     Optional[str],
@@ -56,7 +61,7 @@ def evaluate(
     device: DeviceOption = "auto",
     as_json: JsonOption = False,
 ) -> None:
-    """Score a trained critic (or a baseline) on a dataset split with the paper's metrics.
+    """Score a critic (a run, the built-in one, or a baseline) on a dataset split with the paper's metrics.
 
     Prints the paper's four tables (by category, by stem, by direction; FP/FN/precision/recall/F1) with the published figure under each of ours, plus the category confusion matrix, the false-alarm rate on no-error clips, flaw claims that name the anchor, the unparseable share and a bootstrap interval of the macro figures. Definitions: docs/evaluation.md.
 
@@ -65,6 +70,8 @@ def evaluate(
     Examples:
 
       mixcritic evaluate DATA --model RUN --limit 1000
+
+      mixcritic evaluate DATA --model builtin
 
       mixcritic evaluate DATA --baseline loudness --json > loudness.json
     """
@@ -78,6 +85,8 @@ def evaluate(
     with _progress_bars() as progress:
         report = run_evaluation(config, progress=progress, warn=console.warn)
     if as_json:
+        if report["predictor"].get("wiring_only"):
+            console.warn(WIRING_ONLY_CAVEAT)
         print_json(report)
         return
     _print_report(report, console.stdout)
@@ -158,11 +167,26 @@ def _confusion_table(confusion: dict) -> "Table":
     return table
 
 
+WIRING_ONLY_CAVEAT = (
+    "this run was trained with the tiny preset to check the wiring: its scores are near chance and say nothing "
+    "about what a trained critic can do"
+)
+
+
 def _print_report(report: dict, out) -> None:
+    from rich.text import Text
+
     from mixcritic.reference import DERIVED
 
     metrics, paper, predictor = report["metrics"], report["paper"], report["predictor"]
-    who = f"model {predictor['run_dir']}" if predictor.get("run_dir") else f"baseline {predictor.get('name')}"
+    if predictor.get("critic"):
+        out.print(Text(predictor["critic"]), soft_wrap=True)
+    if predictor.get("wiring_only"):
+        out.print(Text(f"Caveat: {WIRING_ONLY_CAVEAT}.", style="bold yellow"), soft_wrap=True)
+    if predictor.get("name") == "builtin":
+        who = "built-in critic"
+    else:
+        who = f"model {predictor['run_dir']}" if predictor.get("run_dir") else f"baseline {predictor.get('name')}"
     out.print(
         f"[bold]{who}[/bold] on {report['data']['dir']} split {report['data']['split']}: "
         f"{metrics['n']} clips ({metrics['n_flawed']} flawed)"

@@ -1,4 +1,5 @@
-"""`mixcritic train`: fine-tune the projector, layer weights and LoRA adapter on a synth dataset."""
+"""`mixcritic train`: fit a critic on a synth dataset: the measured engine (seconds, CPU) or the
+LLM engine (the projector, layer weights and LoRA adapter, the paper's fine-tuning)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,28 @@ from typing import Annotated, Optional
 import typer
 
 from mixcritic.console import print_json
+from mixcritic.errors import MixcriticError
 from mixcritic.options import DataArgument, DeviceOption, JsonOption
 
 PRESET_HELP = (
     "paper: MERT-v1-330M + Qwen2-7B-Instruct in 4-bit, the paper's recipe (needs a GPU and local weights). "
-    "tiny: tiny random-init models, runs on a CPU in about a minute (offline default)."
+    "tiny: tiny random-init models, runs on a CPU in about a minute; a wiring check whose advice is near chance "
+    "(offline default). LLM engine only."
 )
+ENGINE_HELP = (
+    "measured: fit the measured critic (stem levels against a model of natural balance; needs the separate stems "
+    "at critique time) in seconds on a CPU. llm: fine-tune the paper's MERT -> Qwen2 critic, which hears the mix."
+)
+ENGINES = ("measured", "llm")
 
 Opt = typer.Option
 
 
 def train(
     data: DataArgument,
-    out: Annotated[Path, Opt("--out", help="Run folder: checkpoint-N/, model/, train_summary.json.")],
-    preset: Annotated[str, Opt("--preset", help=PRESET_HELP)] = "tiny",
+    out: Annotated[Path, Opt("--out", help="Run folder: model/ (both engines), checkpoint-N/ and train_summary.json (llm).")],
+    engine: Annotated[str, Opt("--engine", help=ENGINE_HELP)] = "llm",
+    preset: Annotated[Optional[str], Opt("--preset", help=PRESET_HELP + " \\[default: tiny]", show_default=False)] = None,
     max_steps: Annotated[Optional[int], Opt("--max-steps", help="Stop after N optimizer steps (default: all epochs; tiny: 60).")] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue from the last complete checkpoint in --out.")] = False,
     epochs: Annotated[Optional[float], Opt("--epochs", help="Epochs (paper 3).")] = None,
@@ -56,12 +65,19 @@ def train(
     device: DeviceOption = "auto",
     json_out: JsonOption = False,
 ) -> None:
-    """Train MERT -> projector -> Qwen2 (QLoRA) on a dataset from `mixcritic synth`.
+    """Train a critic on a dataset from `mixcritic synth`: measured (seconds) or MERT -> projector -> Qwen2 (QLoRA).
 
-    Checkpoints hold only trained tensors (safetensors) and settings (JSON). Under
-    `accelerate launch` or `torchrun` the same command trains data-parallel on several GPUs.
+    Both engines write RUN/model/mixcritic.json naming the engine; `critique --model RUN` and
+    `evaluate --model RUN` take either. LLM checkpoints hold only trained tensors (safetensors) and
+    settings (JSON). Under `accelerate launch` or `torchrun` the same command trains an LLM run
+    data-parallel on several GPUs.
+
+    Examples:
+
+      mixcritic train DATA --engine measured --out RUN
+
+      mixcritic train DATA --out RUN --preset paper
     """
-    from mixcritic.critics.llm.train import TrainRequest, run_training
 
     train_values = {
         "max_steps": max_steps, "epochs": epochs, "learning_rate": lr, "weight_decay": weight_decay,
@@ -77,10 +93,21 @@ def train(
         "aux_loss_weight": aux_loss_weight, "gradient_checkpointing": gradient_checkpointing,
         "standardize_clips": standardize_clips,
     }
+    if engine not in ENGINES:
+        raise MixcriticError(f"--engine {engine!r} is unknown; use one of {', '.join(ENGINES)}")
+    if engine == "measured":
+        llm_only = {"preset": preset, "resume": resume or None, **train_values, **model_values}
+        given = [f"--{name.replace('_', '-')}" for name, value in llm_only.items() if value is not None]
+        if given:
+            raise MixcriticError(f"{', '.join(given)}: LLM training option(s), not used by --engine measured; drop them")
+        report(train_measured(data, out), json_out)
+        return
+    from mixcritic.critics.llm.train import TrainRequest, run_training
+
     request = TrainRequest(
         data_dir=data,
         out_dir=out,
-        preset=preset,
+        preset=preset or "tiny",
         train_overrides=tuple((k, v) for k, v in train_values.items() if v is not None),
         model_overrides=tuple((k, v) for k, v in model_values.items() if v is not None),
         resume=resume,
@@ -90,10 +117,45 @@ def train(
     summary = run_training(request)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # data-parallel run: only the first process reports
+    report(summary, json_out)
+
+
+def report(summary: dict, json_out: bool) -> None:
+    """The run's summary: JSON (without the log history) or a Rich table."""
     if json_out:
         print_json({k: v for k, v in summary.items() if k != "log_history"})
+    elif summary.get("engine") == "measured":
+        print_measured_summary(summary)
     else:
         print_summary(summary)
+
+
+def train_measured(data: Path, out: Path) -> dict:
+    """Fit the measured critic on the dataset's train split and save it as ``out/model``; its summary."""
+    import time
+
+    from mixcritic.critics.measured import fit_measured, save_measured
+
+    started = time.perf_counter()
+    critic = fit_measured(data, split="train")
+    saved = save_measured(critic, out)
+    return {
+        "engine": "measured", "run_dir": str(out), "model_dir": str(saved.parent if saved.is_file() else saved),
+        "critic": critic.describe(), "train_seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def print_measured_summary(summary: dict) -> None:
+    """A Rich table of a measured fit on stdout."""
+    from rich.table import Table
+
+    from mixcritic.console import stdout
+
+    table = Table(title="mixcritic train --engine measured", show_header=False)
+    for name, key in (("critic", "critic"), ("model", "model_dir")):
+        table.add_row(name, str(summary[key]))
+    table.add_row("time", f"{summary['train_seconds']:.1f} s")
+    stdout.print(table)
 
 
 def print_summary(summary: dict) -> None:

@@ -48,7 +48,11 @@ def mark_complete(out_dir: Path) -> None:
 
 
 def is_complete(folder: Path) -> bool:
-    """True when a checkpoint folder finished saving."""
+    """True when a checkpoint folder finished saving (a measured critic has no trained tensors)."""
+    from mixcritic.critics.measured import is_measured_folder
+
+    if is_measured_folder(folder):
+        return True
     return (folder / COMPLETE_MARKER).is_file() and (folder / TRAINED_FILE).is_file() and (folder / SETTINGS_FILE).is_file()
 
 

@@ -1,6 +1,8 @@
-"""Loading a trained run and generating answers (greedy, batched, deterministic).
+"""Loading a trained LLM run and generating answers (greedy, batched, deterministic).
 
-Contract (docs/architecture.md)::
+:class:`LLMCritic` is this engine's side of the seam in :mod:`mixcritic.critics`: it turns
+segments into generated answers and parses them (``judge``). Underneath, the contract
+(docs/architecture.md) is::
 
     critic = load_critic(run_dir, device="auto", encoder=None, llm=None)
     critic.settings          # sample_rate_hz, segment_s, target_lufs, audio_pool, template_version, ...
@@ -20,7 +22,11 @@ from mixcritic.errors import ModelError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from mixcritic.critics import Judgement, Segment
     from mixcritic.critics.llm.critic import MixCritic
+
+WIRING_ONLY_PRESETS = ("tiny",)
+"""Training presets whose runs only prove the wiring: their advice is near chance."""
 
 
 class Critic:
@@ -148,3 +154,82 @@ def load_critic(
     model = build_critic(settings, resolve_device(device), encoder=encoder, llm=llm, training=False)
     model.load_trained_state(read_trained(folder))
     return Critic(model.eval(), folder)
+
+
+class LLMCritic:
+    """The LLM engine behind the :class:`mixcritic.critics.Critic` interface: hears only the mix.
+
+    ``judge`` generates one answer per segment from its normalised ``mix`` and ``instruction``
+    (segments of equal length share a ``generate`` call; the encoder runs without padding) and
+    parses it. The LLM gives no probability, so ``confidence`` is None.
+    """
+
+    engine = "llm"
+    needs_stems = False
+
+    def __init__(self, generator: Critic, run_dir: Path, wiring_only: bool = False) -> None:
+        self.generator = generator
+        self.run_dir = Path(run_dir)
+        self.wiring_only = wiring_only
+
+    @property
+    def model(self) -> "MixCritic":
+        """The underlying module (its ``device`` says where it runs)."""
+        return self.generator.model
+
+    @property
+    def settings(self) -> dict:
+        """The run's settings plus ``engine`` and ``wiring_only``."""
+        return {**self.generator.settings, "engine": self.engine, "wiring_only": self.wiring_only}
+
+    def describe(self) -> str:
+        """What this critic is, in a few plain words."""
+        if self.wiring_only:
+            return "LLM wiring check (tiny preset: hears the mix, its advice is near chance)"
+        return "LLM hearing only the mix (MERT + Qwen2, as in the paper)"
+
+    def judge(self, segments: "list[Segment]") -> "list[Judgement]":
+        """One parsed answer per segment, in order."""
+        import numpy as np
+
+        from mixcritic.critics import Judgement
+        from mixcritic.templates import parse_response
+
+        groups: dict[int, list[int]] = {}
+        for index, segment in enumerate(segments):
+            if segment.mix is None:
+                raise ModelError("the LLM critic hears the mix, but a segment came without one")
+            groups.setdefault(len(segment.mix), []).append(index)
+        texts: list[str | None] = [None] * len(segments)
+        for indices in groups.values():
+            clips = np.stack([segments[i].mix for i in indices]).astype(np.float32, copy=False)
+            answers = self.generator.generate(clips, [segments[i].instruction for i in indices])
+            if len(answers) != len(indices):
+                raise ModelError(f"the model returned {len(answers)} answers for {len(indices)} segments")
+            for i, text in zip(indices, answers):
+                texts[i] = text
+        return [Judgement(parse_response(text), text) for text in texts]
+
+
+def is_wiring_only(folder: Path) -> bool:
+    """True when the run in ``folder`` was trained with a wiring-only preset (``tiny``).
+
+    Runs record their preset as ``run_preset``; older ones are recognised by their ``tiny_spec``.
+    """
+    import json
+
+    from mixcritic.critics.llm.checkpoint import SETTINGS_FILE
+
+    try:
+        data = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if "run_preset" in data:
+        return data["run_preset"] in WIRING_ONLY_PRESETS
+    return data.get("tiny_spec") is not None
+
+
+def load_llm_critic(run_dir, device: str = "auto", encoder_source: str | None = None, llm_source: str | None = None) -> LLMCritic:
+    """:func:`load_critic` wrapped as an :class:`LLMCritic` (what ``mixcritic.critics.load_critic`` returns)."""
+    generator = load_critic(run_dir, device=device, encoder_source=encoder_source, llm_source=llm_source)
+    return LLMCritic(generator, Path(run_dir), is_wiring_only(generator.folder))

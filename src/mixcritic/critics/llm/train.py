@@ -587,7 +587,8 @@ def run_training(request: TrainRequest, source=None) -> dict:
     model = build_critic(settings, device, training=True)
     if model.feature_norm is not None and resume_from is None:
         fit_feature_norm(model, train_set, settings.standardize_clips, train.seed)
-    extras = {"run_train_settings": asdict(train), "run_data_dir": str(Path(request.data_dir).resolve())}
+    extras = {"run_train_settings": asdict(train), "run_data_dir": str(Path(request.data_dir).resolve()),
+              "run_preset": request.preset}  # the tiny preset marks a wiring-only run (inference.is_wiring_only)
     trainer = make_trainer_class()(
         model=model,
         args=args,
