@@ -65,6 +65,10 @@ def test_random_baseline_is_seeded_and_near_chance(toy_data, tmp_path):
     assert first["metrics"] != other["metrics"]
     macro_both = first["metrics"]["by_category"]["macro"]["both"]
     assert 0.1 < macro_both < 0.3  # expectation 0.2 (docs/evaluation.md)
+    # seeded, so exactly these counts (of 54 clips per category), measured once
+    rows = first["metrics"]["by_category"]["rows"]
+    assert {c: rows[c]["correct"]["both"] for c in rows} == {"very_quiet": 11, "quiet": 13, "no_error": 11, "loud": 13, "very_loud": 12}
+    assert macro_both == pytest.approx(60 / 270)
     assert first["metrics"]["unparseable"]["count"] == 0
 
 
