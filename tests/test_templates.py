@@ -417,3 +417,23 @@ def test_compound_answers_in_other_shapes(text, expected):
 )
 def test_compound_answers_that_contradict_themselves_are_refused(text):
     assert parse_response(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The vocals is properly balanced in the mix and the bass is a bit too quiet. Increase the bass level "
+         "between 3 and 6 dB to achieve proper balance.", flaw("quiet", "bass")),
+        ("The drums sound good and the vocals are too loud; reduce the vocals by 6 to 12 dB.", flaw("very_loud", "vocals")),
+        ("Leave the drums as they are and cut the bass by 3 to 6 dB.", flaw("loud", "bass")),
+        ("The bass and the drums are properly balanced. The vocals are too loud; cut them by 3 to 6 dB.", flaw("loud", "vocals")),
+        ("The bass and the drums are properly balanced and the vocals are fine.", Label("no_error")),
+    ],
+)
+def test_compound_answers_joined_by_and(text, expected):
+    assert parse_response(text) == expected
+
+
+def test_a_stem_called_balanced_and_off_in_one_sentence_is_refused():
+    assert parse_response("The drums are fine and the drums are too loud.") is None
+    assert parse_response("Leave the bass as it is and cut the bass by 3 to 6 dB.") is None

@@ -348,6 +348,13 @@ _CLAUSE_BREAK_RE = re.compile(
     r"[.!?;:](?=\s|$)|,|\b(?:but|while|whilst|whereas|although|though|however|yet|and also)\b"
 )
 """Where a compound answer's clauses meet: sentence ends, commas and contrasting conjunctions."""
+_AND_CLAUSE_RE = re.compile(
+    rf"\band\b(?=\s+(?:the\s+)?(?:{_ANY_STEM})\s+(?:is|are|sits?|sounds?|seems?|needs?|should|could|must|lacks?"
+    r"|overpowers?|dominates?|drowns?)\b)"
+    r"|\band\b(?=\s+(?:increase|raise|boost|lift|reduce|lower|cut|decrease|attenuate|trim|turn|bring|push|pull)\b)"
+)
+"""'... balanced in the mix and the bass is too quiet', '... as they are and cut the bass': an 'and'
+that starts a new clause about a stem or a new instruction."""
 
 
 def _set_aside_balanced_stems(norm: str) -> tuple[set[str], str]:
@@ -355,25 +362,40 @@ def _set_aside_balanced_stems(norm: str) -> tuple[set[str], str]:
     and the text without those clauses (the rest kept verbatim, so ranges stay intact).
 
     A clause counts when it makes a no-error statement, names at least one stem and states no
-    direction; any other clause stays."""
+    direction; any other clause stays. A clause with a no-error statement and a direction is
+    looked at again, cut before an 'and' that starts a clause about a stem."""
     balanced: set[str] = set()
     kept: list[str] = []
-    start = 0
-    breaks = [match.start() for match in _CLAUSE_BREAK_RE.finditer(norm)] + [len(norm)]
-    for end in breaks:
-        clause = norm[start:end]
-        start = end
-        if not _NO_ERROR.search(clause):
-            kept.append(clause)
-            continue
-        asserted = _NEGATED_STATE.sub(" ", _NEGATED_VERB.sub(" ", clause))
-        stems = _stems_named(asserted) or _stems_named(clause)
-        if stems and _find_direction(asserted, _find_range(clause)[1]) is None:
-            balanced |= stems
-            kept.append(" . ")
-        else:
-            kept.append(clause)
+    for clause in _cut(norm, _CLAUSE_BREAK_RE):
+        stems = _balanced_only(clause)
+        if stems is None and _NO_ERROR.search(clause):
+            parts = _cut(clause, _AND_CLAUSE_RE)
+            found = [_balanced_only(part) for part in parts]
+            if len(parts) > 1 and any(found):
+                for part, part_stems in zip(parts, found):
+                    balanced |= part_stems or set()
+                    kept.append(" . " if part_stems else part)
+                continue
+        balanced |= stems or set()
+        kept.append(" . " if stems else clause)
     return balanced, re.sub(r"\s+", " ", "".join(kept)).strip()
+
+
+def _cut(text: str, breaks: re.Pattern) -> list[str]:
+    """``text`` cut at the start of each match of ``breaks`` (the pieces join back to ``text``)."""
+    starts = [0] + [match.start() for match in breaks.finditer(text) if match.start() > 0] + [len(text)]
+    return [text[a:b] for a, b in zip(starts, starts[1:]) if b > a]
+
+
+def _balanced_only(clause: str) -> set[str] | None:
+    """The stems a clause calls balanced when that is all it says (no direction); else None."""
+    if not _NO_ERROR.search(clause):
+        return None
+    asserted = _NEGATED_STATE.sub(" ", _NEGATED_VERB.sub(" ", clause))
+    stems = _stems_named(asserted) or _stems_named(clause)
+    if stems and _find_direction(asserted, _find_range(clause)[1]) is None:
+        return stems
+    return None
 
 
 def _parse_normalised(norm: str) -> Label | None:
