@@ -237,12 +237,13 @@ def test_a_song_shorter_than_one_segment_is_warned_and_padded(tmp_path, use_crit
     sf.write(folder / "Keys.wav", (0.3 * np.sin(2 * np.pi * 500 * t)).astype(np.float32), RATE_HZ)
     sf.write(folder / "Drums.wav", (0.08 * np.random.default_rng(1).standard_normal(t.size)).astype(np.float32), RATE_HZ)
     sf.write(folder / "Bass.wav", (0.15 * np.sin(2 * np.pi * 55 * t)).astype(np.float32), RATE_HZ)
+    sf.write(folder / "Vocals.wav", (0.1 * np.sin(2 * np.pi * 1500 * t)).astype(np.float32), RATE_HZ)
     result = runner.invoke(app, ["critique", str(folder), "--anchor", "drums", "--model", str(run_dir), "--json"])
     assert result.exit_code == 0, result.output
     assert ("Warning: the song is 3.00 s, shorter than one 5 s segment; it is padded with silence to the segment length"
             in warnings_of(result))
     doc = json.loads(result.stdout)
-    assert [(s["start_s"], s["end_s"], s["category"]) for s in doc["segments"]] == [(0.0, 3.0, "loud")]
+    assert [(s["start_s"], s["end_s"], s["category"]) for s in doc["segments"]] == [(0.0, 3.0, "loud")], doc["segments"]
     (segment,) = critic.segments
     assert len(segment.mix) == 120_000 and not np.any(segment.mix[72_000 + 240 :])  # 2 s of silence after 3 s
     assert audio.loudness_lufs(segment.mix[:72_000], 24_000) == pytest.approx(-23.0, abs=0.05)

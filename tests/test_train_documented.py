@@ -74,6 +74,7 @@ def test_save_total_limit_option_reaches_the_trainer(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_module, "run_training", fake_run_training)
     monkeypatch.setattr("mixcritic.commands.train.print_summary", lambda summary: None)
+    monkeypatch.setattr("mixcritic.dataset.open_dataset", lambda data_dir: FakeSource())  # if the command checks DATA first
     data = tmp_path / "data"
     data.mkdir()
     result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), "--save-total-limit", "2", "--device", "cpu"])
