@@ -67,6 +67,8 @@ def evaluate(
 
     Answers are appended to REPORT_DIR/predictions.jsonl as they come: re-run the same command to resume after a crash.
 
+    Several GPUs: `torchrun --nproc_per_node N -m mixcritic evaluate ...` splits the clips across the N processes (one GPU each); the first writes the one report, identical to a single-process run's.
+
     Examples:
 
     \b
@@ -85,6 +87,11 @@ def evaluate(
         data_dir=data, model_dir=model, baseline=baseline, split=split, limit=limit, seed=seed,
         out_dir=out, batch_size=batch_size, device=device,
     )
+    from mixcritic.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun: rank 0 shows progress and prints the report
+        run_evaluation(config, warn=console.warn)
+        return
     with _progress_bars() as progress:
         report = run_evaluation(config, progress=progress, warn=console.warn)
     if as_json:

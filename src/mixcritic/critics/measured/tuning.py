@@ -87,7 +87,8 @@ def grid_cases(chunks: list, config, draws: int = 4) -> GridCases:
 
 
 def grid_scores(cases: GridCases, no_error_prior: float) -> dict:
-    """Macro Both over the five categories, Both per category, and magnitude given Both."""
+    """Macro Both over the five categories, Both per category, and magnitude given Both (macro over
+    the four flawed categories), with the definitions of :mod:`mixcritic.metrics`."""
     no_error, flaws = posterior_arrays(cases.log_likelihoods, no_error_prior)
     # options: no_error, then per target (increase = quiet + very_quiet, decrease = loud + very_loud)
     increase = flaws[:, :, 0] + flaws[:, :, 1]
@@ -104,8 +105,12 @@ def grid_scores(cases: GridCases, no_error_prior: float) -> dict:
     pair = flaws[rows, chosen_target]  # (N, 4)
     predicted = np.where(choice % 2 == 1, np.where(pair[:, 0] > pair[:, 1], 1, 2), np.where(pair[:, 3] > pair[:, 2], 4, 3))
     per_category = {name: float(both[cases.category == k].mean()) for k, name in enumerate(CATEGORY_ORDER)}
-    given_both = both & flawed
-    magnitude = float((predicted[given_both] == cases.category[given_both]).mean()) if given_both.any() else None
+    per_magnitude = []  # macro over the flawed categories, as metrics.by_category does
+    for k in range(1, len(CATEGORY_ORDER)):
+        given_both = both & (cases.category == k)
+        if given_both.any():
+            per_magnitude.append(float((predicted[given_both] == k).mean()))
+    magnitude = float(np.mean(per_magnitude)) if per_magnitude else None
     return {
         "macro_both": float(np.mean(list(per_category.values()))),
         "no_error_both": per_category["no_error"],
