@@ -1,14 +1,61 @@
-"""Shared pytest fixtures. Everything is synthesised here: no network, no model weights."""
+"""Shared pytest fixtures. Everything is synthesised here: no network, no model weights.
+
+Two things are not synthesised: the real-music fixture ``../shared/musdb7-cc`` and the optional
+``[plot]`` extra (matplotlib). A local run without them skips the tests that need them, saying
+why; in CI (``CI=true``) their absence is a failure, so CI always runs everything.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def in_ci() -> bool:
+    """True when ``CI`` is set to a true value (GitHub Actions, GitLab and ``.ci/run`` set ``CI=true``)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def require(available: bool, reason: str) -> None:
+    """Skip the calling test when ``available`` is false, or fail it in CI: CI must run everything."""
+    if available:
+        return
+    if in_ci():
+        pytest.fail(f"{reason}; CI=true requires it", pytrace=False)
+    pytest.skip(reason)
+
+
+def shared_dir() -> Path:
+    """``$MIXCRITIC_SHARED`` or ``../shared`` next to the repository root."""
+    return Path(os.environ.get("MIXCRITIC_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+
+
+def musdb7_root() -> Path:
+    """The real-music fixture (12 songs, 7 s excerpts): skipped locally when absent, a failure in CI."""
+    root = shared_dir() / "musdb7-cc"
+    require((root / "train").is_dir() and (root / "test").is_dir(),
+            f"real-music fixture {root} is absent (set MIXCRITIC_SHARED to the folder that holds musdb7-cc)")
+    return root
+
+
+def require_matplotlib() -> None:
+    """Skip (locally) or fail (CI) when the ``[plot]`` extra is not installed."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        require(False, "matplotlib is not installed (pip install -e '.[plot]')")
+
+
+@pytest.fixture
+def musdb7() -> Path:
+    """Path of ``musdb7-cc``; see :func:`musdb7_root`."""
+    return musdb7_root()
 
 
 @pytest.fixture

@@ -77,8 +77,15 @@ def test_demo_command_end_to_end_with_two_training_steps(tmp_path, tmp_path_fact
     assert "Model said " in out and "wiring demo, not a trained critic" in out
     assert "Agreement yes" in out or "Agreement no" in out
     assert "0:00.0–0:10.0" in out and "0:14.0–0:24.0" in out
-    for stage in ("[1/5] toy stems", "[2/5] flawed session", "[3/5] synth", "[4/5] train", "[5/5] critique"):
+    for stage in ("[1/6] toy stems", "[2/6] flawed session", "[3/6] built-in critic", "[4/6] synth", "[5/6] train",
+                  "[6/6] critique"):
         assert stage in err
+    # first the built-in critic, which finds the 9 dB flaw on the toy song; then the learned path
+    first, second = out.index("1. The built-in critic"), out.index("2. The learned path")
+    assert first < second
+    builtin_part = out[first:second]
+    assert "critic: built-in, measured stem loudness" in builtin_part
+    assert "Built-in said bass too loud in" in builtin_part and "Agreement no" not in builtin_part
     assert "bass    <- Bass Guitar.wav (name)" in err
     work = tmp_path / "work"
     assert (work / "run" / "model" / "COMPLETE").is_file() and (work / "data" / "dataset.json").is_file()

@@ -67,6 +67,8 @@ def evaluate(
 
     Answers are appended to REPORT_DIR/predictions.jsonl as they come: re-run the same command to resume after a crash.
 
+    Several GPUs: `torchrun --nproc_per_node N -m mixcritic evaluate ...` splits the clips across the N processes (one GPU each); the first writes the one report, identical to a single-process run's.
+
     Examples:
 
       mixcritic evaluate DATA --model RUN --limit 1000
@@ -82,6 +84,11 @@ def evaluate(
         data_dir=data, model_dir=model, baseline=baseline, split=split, limit=limit, seed=seed,
         out_dir=out, batch_size=batch_size, device=device,
     )
+    from mixcritic.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun: rank 0 shows progress and prints the report
+        run_evaluation(config, warn=console.warn)
+        return
     with _progress_bars() as progress:
         report = run_evaluation(config, progress=progress, warn=console.warn)
     if as_json:
@@ -173,6 +180,21 @@ WIRING_ONLY_CAVEAT = (
 )
 
 
+def _reliability_table(calibration: dict) -> "Table":
+    """Confidence bins: answers, mean confidence, how often right (Both)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="Reliability (confidence bins; a calibrated critic has accuracy = confidence)",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in ("confidence", "N", "mean confidence", "accuracy"):
+        table.add_column(header, justify="right")
+    for row in calibration["reliability"]:
+        if row["count"]:
+            table.add_row(f"{row['low']:.1f}-{row['high']:.1f}", str(row["count"]), _pct(row["mean_confidence"]), _pct(row["accuracy"]))
+    return table
+
+
 def _print_report(report: dict, out) -> None:
     from rich.text import Text
 
@@ -210,5 +232,13 @@ def _print_report(report: dict, out) -> None:
         f"Flaw claims naming the anchor stem (always wrong): {metrics['anchor_named']['count']} "
         f"({_pct(metrics['anchor_named']['share_of_claims'])})."
     )
+    calibration = report.get("calibration")
+    if calibration:
+        out.print(_reliability_table(calibration))
+        out.print(
+            f"Calibration of the {calibration['n']} confidences: expected calibration error "
+            f"{_pct(calibration['expected_calibration_error'])} (mean confidence {_pct(calibration['mean_confidence'])}, "
+            f"accuracy {_pct(calibration['accuracy'])}; right = stem and direction both right). The paper gives no confidence."
+        )
     for note in report.get("notes", []):
         out.print(f"[yellow]Note:[/yellow] {note}")

@@ -14,15 +14,19 @@ from mixcritic.errors import MixcriticError
 from mixcritic.options import DataArgument, DeviceOption, JsonOption
 
 PRESET_HELP = (
-    "paper: MERT-v1-330M + Qwen2-7B-Instruct in 4-bit, the paper's recipe (needs a GPU and local weights). "
+    "paper: MERT-v1-330M + Qwen2-7B-Instruct in 4-bit, the recipe in the paper's text (needs a GPU and local weights). "
+    "paper-run: the same models with the authors' published run (GELU projector 2048-4096-4096-2048, aux 0.1 on "
+    "norms/d, wd 0.05, clip 1.0, batch 16x4, 10 epochs, seed 42, augmentation, system message). "
     "tiny: tiny random-init models, runs on a CPU in about a minute; a wiring check whose advice is near chance "
-    "(offline default). LLM engine only."
+    "(offline default). LLM engine only; see the values with --show-config."
 )
 ENGINE_HELP = (
     "measured: fit the measured critic (stem levels against a model of natural balance; needs the separate stems "
     "at critique time) in seconds on a CPU. llm: fine-tune the paper's MERT -> Qwen2 critic, which hears the mix."
 )
 ENGINES = ("measured", "llm")
+_OPTION_NAMES = {"learning_rate": "--lr", "encoder_source": "--encoder", "llm_source": "--llm", "quantize_4bit": "--4bit"}
+"""Command-line spelling of the settings whose option name differs from the field name."""
 
 Opt = typer.Option
 
@@ -57,12 +61,19 @@ def train(
     lora_r: Annotated[Optional[int], Opt("--lora-r", help="LoRA rank (paper 16).")] = None,
     lora_alpha: Annotated[Optional[int], Opt("--lora-alpha", help="LoRA alpha (paper 32).")] = None,
     lora_dropout: Annotated[Optional[float], Opt("--lora-dropout", help="LoRA dropout (0.05).")] = None,
-    projector_hidden: Annotated[Optional[int], Opt("--projector-hidden", help="Projector width (paper 2048).")] = None,
+    projector_hidden: Annotated[Optional[str], Opt("--projector-hidden", help="Projector hidden widths, comma-separated (paper-run 2048,4096,4096,2048); one number = that width x 4 layers (paper 2048).")] = None,
+    projector_activation: Annotated[Optional[str], Opt("--projector-activation", help="relu (paper) or gelu (paper-run).")] = None,
     projector_dropout: Annotated[Optional[float], Opt("--projector-dropout", help="Projector dropout (paper 0.1).")] = None,
-    aux_loss_weight: Annotated[Optional[float], Opt("--aux-loss-weight", help="Auxiliary loss weight (paper 0.05).")] = None,
+    aux_loss_weight: Annotated[Optional[float], Opt("--aux-loss-weight", help="Auxiliary loss weight (paper 0.05, paper-run 0.1).")] = None,
+    aux_loss_norm: Annotated[Optional[str], Opt("--aux-loss-norm", help="Aux loss compares L2 norms / sqrt(d) (sqrt_d, ours) or / d (d, paper-run).")] = None,
+    system_message: Annotated[Optional[str], Opt("--system-message", help="System turn of every prompt (default: the chat template's own).")] = None,
+    augment_gain_db: Annotated[Optional[float], Opt("--augment-gain-db", help="Training only: random gain within +-N dB (0 = off; paper-run 3).")] = None,
+    augment_noise_snr_db: Annotated[Optional[str], Opt("--augment-noise-snr-db", help="Training only: noise at an SNR within LOW,HIGH dB (paper-run 40,60; 'off' = none).")] = None,
+    augment_dc_offset: Annotated[Optional[float], Opt("--augment-dc-offset", help="Training only: random DC offset within +-N (0 = off; paper-run 0.005).")] = None,
     standardize_clips: Annotated[Optional[int], Opt("--standardize-clips", help="Standardise encoder features with statistics from N training clips (0 = off, paper).")] = None,
     gradient_checkpointing: Annotated[Optional[bool], Opt("--gradient-checkpointing/--no-gradient-checkpointing", help="Activation checkpointing in the LLM.")] = None,
     device: DeviceOption = "auto",
+    show_config: Annotated[bool, Opt("--show-config", help="Print the resolved LLM settings (preset + options) and exit: trains nothing, writes nothing.")] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Train a critic on a dataset from `mixcritic synth`: measured (seconds) or MERT -> projector -> Qwen2 (QLoRA).
@@ -70,13 +81,16 @@ def train(
     Both engines write RUN/model/mixcritic.json naming the engine; `critique --model RUN` and
     `evaluate --model RUN` take either. LLM checkpoints hold only trained tensors (safetensors) and
     settings (JSON). Under `accelerate launch` or `torchrun` the same command trains an LLM run
-    data-parallel on several GPUs.
+    data-parallel on several GPUs; without a launcher it trains on one device (--device cuda:N)
+    and says how to use them all.
 
     Examples:
 
       mixcritic train DATA --engine measured --out RUN
 
       mixcritic train DATA --out RUN --preset paper
+
+      mixcritic train DATA --out RUN --preset paper-run --show-config
     """
 
     train_values = {
@@ -85,35 +99,42 @@ def train(
         "lr_scheduler": lr_scheduler, "warmup_steps": warmup_steps, "logging_steps": logging_steps,
         "eval_steps": eval_steps, "save_steps": save_steps, "save_total_limit": save_total_limit,
         "max_eval_samples": max_eval_samples, "workers": workers, "seed": seed, "bf16": bf16,
+        "augment_gain_db": augment_gain_db, "augment_dc_offset": augment_dc_offset,
+        "augment_noise_snr_db": parse_numbers(augment_noise_snr_db, "--augment-noise-snr-db", float, allow_off=True),
     }
     model_values = {
         "encoder_source": encoder, "llm_source": llm, "quantize_4bit": quantize, "audio_pool": audio_pool,
         "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
-        "projector_hidden": projector_hidden, "projector_dropout": projector_dropout,
-        "aux_loss_weight": aux_loss_weight, "gradient_checkpointing": gradient_checkpointing,
-        "standardize_clips": standardize_clips,
+        "projector_hidden": parse_numbers(projector_hidden, "--projector-hidden", int),
+        "projector_activation": projector_activation, "projector_dropout": projector_dropout,
+        "aux_loss_weight": aux_loss_weight, "aux_loss_norm": aux_loss_norm, "system_message": system_message,
+        "gradient_checkpointing": gradient_checkpointing, "standardize_clips": standardize_clips,
     }
     if engine not in ENGINES:
         raise MixcriticError(f"--engine {engine!r} is unknown; use one of {', '.join(ENGINES)}")
     if engine == "measured":
-        llm_only = {"preset": preset, "resume": resume or None, **train_values, **model_values}
-        given = [f"--{name.replace('_', '-')}" for name, value in llm_only.items() if value is not None]
+        llm_only = {"preset": preset, "resume": resume or None, "show_config": show_config or None,
+                    **train_values, **model_values}
+        given = [_OPTION_NAMES.get(name, f"--{name.replace('_', '-')}") for name, value in llm_only.items() if value is not None]
         if given:
             raise MixcriticError(f"{', '.join(given)}: LLM training option(s), not used by --engine measured; drop them")
         report(train_measured(data, out), json_out)
         return
-    from mixcritic.critics.llm.train import TrainRequest, run_training
+    from mixcritic.critics.llm.train import TrainRequest, resolved_config, run_training
 
     request = TrainRequest(
         data_dir=data,
         out_dir=out,
         preset=preset or "tiny",
-        train_overrides=tuple((k, v) for k, v in train_values.items() if v is not None),
+        train_overrides=tuple((k, None if v is OFF else v) for k, v in train_values.items() if v is not None),
         model_overrides=tuple((k, v) for k, v in model_values.items() if v is not None),
         resume=resume,
         device=device,
         progress=not json_out,
     )
+    if show_config:
+        print_config(resolved_config(request), json_out)
+        return
     summary = run_training(request)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # data-parallel run: only the first process reports
@@ -128,6 +149,43 @@ def report(summary: dict, json_out: bool) -> None:
         print_measured_summary(summary)
     else:
         print_summary(summary)
+
+
+OFF = object()
+"""An option turned off explicitly (``--augment-noise-snr-db off``): the override value None."""
+
+
+def parse_numbers(text: str | None, option: str, kind, allow_off: bool = False):
+    """``"2048,4096"`` -> [2048, 4096]; ``"64"`` -> 64 (a single number); None -> None (not given).
+
+    With ``allow_off``, ``off`` means "none" and becomes the override value None.
+    """
+    if text is None:
+        return None
+    if allow_off and text.strip().lower() in ("off", "none"):
+        return OFF
+    try:
+        values = [kind(part) for part in text.split(",")]
+    except ValueError:
+        raise MixcriticError(f"invalid {option}: {text!r}; give comma-separated numbers, e.g. 2048,4096,4096,2048") from None
+    return values[0] if len(values) == 1 and kind is int else values
+
+
+def print_config(config: dict, as_json: bool) -> None:
+    """The resolved settings: JSON on stdout, or a Rich table."""
+    if as_json:
+        print_json(config)
+        return
+    from rich.table import Table
+
+    from mixcritic.console import stdout
+
+    table = Table(title=f"mixcritic train --preset {config['preset']} (resolved settings)", show_header=True)
+    table.add_column("setting")
+    table.add_column("value")
+    for name, value in config.items():
+        table.add_row(name, "-" if value is None else str(value))
+    stdout.print(table)
 
 
 def train_measured(data: Path, out: Path) -> dict:
