@@ -219,6 +219,23 @@ def test_evaluate_a_tiny_model_end_to_end(toy_data, tiny_run, tmp_path):
         trained.write_bytes(original)
 
 
+def test_out_that_is_a_file_is_a_clean_error(toy_data, tmp_path):
+    afile = tmp_path / "report.txt"
+    afile.write_text("keep")
+    result = runner.invoke(app, ["evaluate", str(toy_data), "--baseline", "majority", "--out", str(afile)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip() == f"Error: --out {afile}: is a file, not a folder; give a folder for the report (new, or one to resume)"
+    assert afile.read_text() == "keep"
+
+
+def test_progress_counts_clips_not_batches(toy_data, tmp_path):
+    result = runner.invoke(app, ["evaluate", str(toy_data), "--baseline", "random", "--limit", "20", "--batch-size", "7",
+                                 "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    assert "Answering 20 of 20 clips" in result.stderr and "20/20" in result.stderr
+    assert "3/3" not in result.stderr  # 3 batches of up to 7
+
+
 # ---------------------------------------------------------------------------------------------
 # The report's files hold the report (not just exist), default folders, the baseline's warnings
 

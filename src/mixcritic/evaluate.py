@@ -57,7 +57,8 @@ REPORT_FILE = "report.json"
 TRAIN_SPLIT, VALIDATION_SPLIT = "train", "valid"
 
 Progress = Callable[[Iterable, int, str], Iterable]
-"""``progress(iterable, total, description)`` -> the same items (a Rich bar in the CLI)."""
+"""``progress(iterable, total, description)`` -> the same items (a Rich bar in the CLI). An item
+that is a list (a batch) counts as its length, so ``total`` counts clips, not batches."""
 
 
 @dataclass
@@ -475,7 +476,8 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, warn: Cal
             write_text_atomic(predictor_path, json.dumps(predictor.describe(), indent=2) + "\n")
         batches = distributed.shard(list(batched(todo, config.batch_size)), rank, world)
         own_path = predictions_path if world == 1 else rank_predictions_path(predictions_path, rank)
-        for batch in wrap(batches, len(batches), f"Answering {len(todo)} of {len(records)} clips"):
+        clips = sum(len(batch) for batch in batches)  # the bar counts clips (this process's share)
+        for batch in wrap(batches, clips, f"Answering {len(todo)} of {len(records)} clips"):
             answers = predictor.answer(batch)
             append_predictions(own_path, answers)
             done.update((a["id"], a) for a in answers)
