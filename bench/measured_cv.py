@@ -71,18 +71,20 @@ def simulated_cases(critic, chunk, draws: int, tag: str) -> tuple[list, list]:
 
 def critic_for(chunks, config):
     """What ``fit_measured`` builds from these chunks (the prior tuned by CV on them when None)."""
-    from mixcritic.critics.measured.critic import MeasuredCritic, fit_from_chunks, tuned_config
+    from mixcritic.critics.measured.critic import MeasuredCritic, fit_from_chunks, tuned_config, with_bands
 
     tuned, _ = tuned_config(chunks, config)
-    return MeasuredCritic(fit_from_chunks(chunks, tuned), tuned, f"{len({c.track for c in chunks})} songs", 5.0)
+    return MeasuredCritic(fit_from_chunks([with_bands(c, tuned) for c in chunks], tuned), tuned, f"{len({c.track for c in chunks})} songs", 5.0)
 
 
 def loso(chunks, config, draws: int) -> tuple[list, list]:
+    from mixcritic.critics.measured.critic import with_bands
+
     cases, confidences = [], []
     for song in sorted({c.track for c in chunks}):
         critic = critic_for([c for c in chunks if c.track != song], config)
         for chunk in (c for c in chunks if c.track == song):
-            more, conf = simulated_cases(critic, chunk, draws, song)
+            more, conf = simulated_cases(critic, with_bands(chunk, critic.config), draws, song)
             cases += more
             confidences += conf
     return cases, confidences
@@ -128,6 +130,7 @@ def evaluate_config(data: Path, config, draws: int) -> dict:
     fitted = critic_for(train_chunks, config)
     return {
         "prior": fitted.no_error_prior,
+        "layout": list(fitted.config.band_edges_hz),
         "loso-train": summary(*loso(train_chunks, config, draws)),
         "test": summary(*manifest_cases(fitted, open_dataset(data), "test")),
         "loso-all": summary(*loso(train_chunks + test_chunks, config, draws)),
@@ -139,7 +142,7 @@ def line(name: str, result: dict) -> str:
     for protocol in ("loso-train", "test", "loso-all"):
         r = result[protocol]
         cells.append(f"{protocol} {100 * r['macro_both']:5.1f} / {100 * r['no_error_both']:5.1f} / {100 * r['magnitude_given_both']:5.1f}")
-    return f"{name:38s} " + " | ".join(cells) + f"  (prior {result['prior']})"
+    return f"{name:38s} " + " | ".join(cells) + f"  (fit on train: {result['layout']}, prior {result['prior']})"
 
 
 def main(argv: list[str] | None = None) -> int:

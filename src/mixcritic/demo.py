@@ -9,7 +9,8 @@ Stages (each reported as it runs):
 3. built-in critic: the flawed session judged by the measured critic shipped with mixcritic
    (seconds), exactly as ``mixcritic critique`` does with no model configured;
 4. synth: a small dataset of flawed mixes from the training songs;
-5. train: the ``tiny`` preset (random-init tiny MERT and Qwen2 stand-ins, about a minute);
+5. train: the ``tiny`` preset (random-init tiny MERT and Qwen2 stand-ins, 60 steps: 2.3-14 min
+   measured on a shared 2-core machine, see docs/performance.md);
 6. critique: the flawed session with the tiny run, as ``mixcritic critique --model RUN`` does;
 and each critic's verdict is printed next to the injected flaw.
 
@@ -39,7 +40,7 @@ SESSION_FILE_NAMES: dict[str, str] = {
 """File names of the flawed session's stems: studio-style, found through the alias rules."""
 
 DISCLAIMER = (
-    "The tiny model is a wiring demo, not a trained critic: it was trained for about a minute on a "
+    "The tiny model is a wiring demo, not a trained critic: it was trained for a few minutes on a "
     "few toy songs with random-init stand-ins for MERT and Qwen2, so its advice is close to chance. "
     "Real advice needs `mixcritic train` on MUSDB18-HQ with the paper preset on a GPU."
 )
@@ -64,7 +65,7 @@ class DemoConfig:
     anchor_stem: str = "drums"
     """Stem whose level is taken as right when critiquing."""
     train_steps: int | None = None
-    """Training steps; None keeps the tiny preset's (60, about a minute on 2 cores)."""
+    """Training steps; None keeps the tiny preset's (60; 2.3-14 min measured on a shared 2-core machine)."""
 
     def __post_init__(self) -> None:
         if self.tracks < 2:

@@ -16,6 +16,10 @@ The run, in order:
 5. write ``report.json``, one CSV per table, and ``confusion.png`` (plus ``reliability.png``)
    when matplotlib is installed.
 
+Under torchrun / accelerate launch, every process answers its share of the batches into
+``predictions.rank<R>.jsonl``; after a barrier, rank 0 merges them into ``predictions.jsonl``
+(in record order) and writes the one report, identical to a single-process run's.
+
 Baseline answers are rendered to text with the response templates and parsed back, so models and
 baselines go through exactly the same path.
 """
@@ -53,7 +57,8 @@ REPORT_FILE = "report.json"
 TRAIN_SPLIT, VALIDATION_SPLIT = "train", "valid"
 
 Progress = Callable[[Iterable, int, str], Iterable]
-"""``progress(iterable, total, description)`` -> the same items (a Rich bar in the CLI)."""
+"""``progress(iterable, total, description)`` -> the same items (a Rich bar in the CLI). An item
+that is a list (a batch) counts as its length, so ``total`` counts clips, not batches."""
 
 
 @dataclass
@@ -180,6 +185,30 @@ def append_predictions(path: Path, entries: Iterable[dict]) -> None:
             handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def rank_predictions_path(path: Path, rank: int) -> Path:
+    """Where process ``rank`` of a launched run appends its answers."""
+    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def read_rank_predictions(path: Path) -> dict[str, dict]:
+    """Answers in the per-process files of a launched run (any world size), by id."""
+    out: dict[str, dict] = {}
+    for shard_file in sorted(path.parent.glob(f"{path.stem}.rank*{path.suffix}")):
+        out.update(read_predictions(shard_file))
+    return out
+
+
+def merge_rank_predictions(path: Path, records: Sequence[dict], done: dict[str, dict]) -> None:
+    """Rewrite ``path`` with every answer in record order and delete the per-process files."""
+    shards = sorted(path.parent.glob(f"{path.stem}.rank*{path.suffix}"))
+    if not shards:
+        return
+    lines = [json.dumps(done[r["id"]], ensure_ascii=False) + "\n" for r in records if r["id"] in done]
+    write_text_atomic(path, "".join(lines))
+    for shard_file in shards:
+        shard_file.unlink()
 
 
 def batched(items: Sequence, size: int) -> Iterator[list]:
@@ -419,8 +448,12 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, warn: Cal
              dataset=None) -> dict:
     """Answer the chosen records (resuming), score them, write the report files; return the report.
 
-    ``dataset`` defaults to ``open_dataset(config.data_dir)``.
+    ``dataset`` defaults to ``open_dataset(config.data_dir)``. Under a launcher each process
+    answers its share of the batches; rank 0 merges and returns the report, the others None.
     """
+    from mixcritic import distributed
+
+    rank, world = distributed.rank_and_world()
     wrap = progress or (lambda it, total, desc: it)
     if dataset is None:
         from mixcritic.dataset import open_dataset
@@ -434,17 +467,25 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, warn: Cal
     check_or_write_identity(config.out_dir, run_identity(config, dataset))
 
     predictions_path = config.out_dir / PREDICTIONS_FILE
-    done = read_predictions(predictions_path)
+    done = read_predictions(predictions_path) | read_rank_predictions(predictions_path)
     todo = [r for r in records if r["id"] not in done]
     predictor_path = config.out_dir / PREDICTOR_FILE
     if todo or not predictor_path.exists():  # nothing left to answer: no need to load a model
         predictor = make_predictor(config, dataset, progress, warn)
-        write_text_atomic(predictor_path, json.dumps(predictor.describe(), indent=2) + "\n")
-        batches = list(batched(todo, config.batch_size))
-        for batch in wrap(batches, len(batches), f"Answering {len(todo)} of {len(records)} clips"):
+        if rank == 0:
+            write_text_atomic(predictor_path, json.dumps(predictor.describe(), indent=2) + "\n")
+        batches = distributed.shard(list(batched(todo, config.batch_size)), rank, world)
+        own_path = predictions_path if world == 1 else rank_predictions_path(predictions_path, rank)
+        clips = sum(len(batch) for batch in batches)  # the bar counts clips (this process's share)
+        for batch in wrap(batches, clips, f"Answering {len(todo)} of {len(records)} clips"):
             answers = predictor.answer(batch)
-            append_predictions(predictions_path, answers)
+            append_predictions(own_path, answers)
             done.update((a["id"], a) for a in answers)
+    distributed.barrier()
+    if rank != 0:
+        return None
+    done |= read_rank_predictions(predictions_path)
+    merge_rank_predictions(predictions_path, records, done)
     description = json.loads(predictor_path.read_text(encoding="utf-8"))
     report = assemble_report(config, dataset, records, done, description, len(split_records))
     write_report_files(report, config.out_dir)

@@ -11,18 +11,24 @@ from mixcritic.options import SeedOption
 
 WorkdirOption = Annotated[
     Optional[Path],
-    typer.Option("--workdir", help="Folder for everything the demo writes \\[default: a new temporary folder, kept for you to inspect].", show_default=False),
+    typer.Option("--workdir", help="Folder for everything the demo writes (default: a new temporary folder, kept for you to inspect).", show_default=False),
 ]
 
 
 def demo(workdir: WorkdirOption = None, seed: SeedOption = 0) -> None:
-    """Run the whole pipeline on toy songs in a few minutes on a CPU, with no downloads.
+    """Run the whole pipeline on toy songs on a CPU (minutes), with no downloads.
 
     Generates toy stems, makes one held-out song's bass 9 dB too loud and judges it first with the
     built-in measured critic (seconds, what `mixcritic critique` uses with no model). Then the learned
-    path: synthesises a small dataset, trains the tiny preset (about a minute), critiques the flawed
+    path: synthesises a small dataset, trains the tiny preset (minutes on a CPU), critiques the flawed
     song with it. Each critic's verdict is printed next to what was injected. The tiny model is a
     wiring demo, not a trained critic.
+
+    Examples:
+
+    \b
+      mixcritic demo
+      mixcritic demo --workdir demo --seed 1
     """
     import tempfile
 

@@ -67,21 +67,31 @@ def evaluate(
 
     Answers are appended to REPORT_DIR/predictions.jsonl as they come: re-run the same command to resume after a crash.
 
+    Several GPUs: `torchrun --nproc_per_node N -m mixcritic evaluate ...` splits the clips across the N processes (one GPU each); the first writes the one report, identical to a single-process run's.
+
     Examples:
 
-      mixcritic evaluate DATA --model RUN --limit 1000
-
-      mixcritic evaluate DATA --model builtin
-
-      mixcritic evaluate DATA --baseline loudness --json > loudness.json
+    \b
+      mixcritic evaluate data --model run --limit 1000
+      mixcritic evaluate data --model builtin
+      mixcritic evaluate data --baseline loudness --json > loudness.json
     """
     from mixcritic import console
+    from mixcritic.errors import MixcriticError
     from mixcritic.evaluate import EvaluateConfig, evaluate as run_evaluation
+
+    if out is not None and out.exists() and not out.is_dir():
+        raise MixcriticError(f"--out {out}: is a file, not a folder; give a folder for the report (new, or one to resume)")
 
     config = EvaluateConfig(
         data_dir=data, model_dir=model, baseline=baseline, split=split, limit=limit, seed=seed,
         out_dir=out, batch_size=batch_size, device=device,
     )
+    from mixcritic.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun: rank 0 shows progress and prints the report
+        run_evaluation(config, warn=console.warn)
+        return
     with _progress_bars() as progress:
         report = run_evaluation(config, progress=progress, warn=console.warn)
     if as_json:
@@ -95,14 +105,34 @@ def evaluate(
 
 @contextlib.contextmanager
 def _progress_bars() -> Iterator:
-    """A ``progress(iterable, total, description)`` function drawing Rich bars on stderr."""
+    """A ``progress(iterable, total, description)`` function drawing Rich bars on stderr.
+
+    Until the first bar starts, a transient spinner with the elapsed time shows that the data and
+    the critic are loading. An item that is a list (a batch of clips) advances its bar by its
+    length, so the bar counts clips when ``total`` does."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from mixcritic.console import stderr
+    from mixcritic.console import spinner, stderr
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=False) as bars:
-        yield lambda items, total, description: bars.track(items, total=total, description=description)
+    bars = Progress(*columns, console=stderr, transient=False)
+    loading = contextlib.ExitStack()
+    loading.enter_context(spinner("Loading the data and the critic"))
+
+    def track(items, total, description):
+        loading.close()
+        bars.start()  # idempotent
+        task = bars.add_task(description, total=total)
+        for item in items:
+            yield item
+            bars.advance(task, len(item) if isinstance(item, list) else 1)
+
+    try:
+        yield track
+    finally:
+        loading.close()
+        if bars.live.is_started:
+            bars.stop()
 
 
 def _pct(value) -> str:

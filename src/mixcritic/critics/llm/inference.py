@@ -56,17 +56,42 @@ class Critic:
         if not torch.isfinite(clips).all():
             raise ModelError("audio contains NaN or Inf samples")
         limit = max_new_tokens or self.model.settings.max_new_tokens
-        with torch.inference_mode():
+        with torch.inference_mode(), inference_autocast(self.model.device, self.model.settings.autocast_bf16):
             ids = greedy_generate(self.model, clips, instructions, limit)
         tokenizer = self.model.tokenizer
         return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
 
 
+def bf16_supported(device) -> bool:
+    """True on a CUDA device with bf16 support (where training runs under bf16 autocast)."""
+    import torch
+
+    return torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def inference_autocast(device, trained_bf16: bool):
+    """The autocast training ran under: bf16 when the run trained with it and ``device`` supports it.
+
+    Training (the Trainer with ``bf16=True``) runs the encoder, projector and LLM under
+    ``torch.autocast(dtype=bfloat16)``; generating in fp32 would feed the model numbers it never saw.
+    """
+    import contextlib
+
+    import torch
+
+    if trained_bf16 and bf16_supported(device):
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def stop_token_ids(tokenizer) -> set[int]:
-    """End-of-turn and end-of-text ids: generation stops at either."""
-    from mixcritic.critics.llm.language_model import END_OF_TURN
+    """End-of-turn, end-of-text and the tokenizer's eos ids: generation stops at any of them."""
+    from mixcritic.critics.llm.language_model import END_OF_TEXT, END_OF_TURN
 
     ids = {tokenizer.convert_tokens_to_ids(END_OF_TURN)}
+    end_of_text = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+    if end_of_text is not None and end_of_text != tokenizer.unk_token_id:
+        ids.add(end_of_text)
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
@@ -88,7 +113,8 @@ def greedy_generate(model: "MixCritic", clips: "torch.Tensor", instructions: lis
 
     tokenizer = model.tokenizer
     n_audio = model.frames_per_clip(clips.shape[1])
-    examples = [build_example(tokenizer, text, n_audio) for text in instructions]
+    system = model.settings.system_message
+    examples = [build_example(tokenizer, text, n_audio, system_message=system) for text in instructions]
     batch = collate_examples(examples, tokenizer.pad_token_id, padding_side="left")
     device = model.device
     attention = batch["attention_mask"].to(device)
@@ -101,8 +127,9 @@ def greedy_generate(model: "MixCritic", clips: "torch.Tensor", instructions: lis
     embed_table = model.llm.get_input_embeddings()
     cache_arg = cache_argument_name(model.llm)
     for _ in range(max_new_tokens):
-        result = model.llm(
-            inputs_embeds=embeds, attention_mask=attention, position_ids=positions, use_cache=True, **{cache_arg: past}
+        result = model.llm(  # logits_to_keep=1: vocabulary logits only where the next token is read
+            inputs_embeds=embeds, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1,
+            **{cache_arg: past},
         )
         past = getattr(result, cache_arg, None) if cache_arg == "cache" else result.past_key_values
         next_ids = result.logits[:, -1].float().argmax(dim=-1)
