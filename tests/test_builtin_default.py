@@ -82,3 +82,25 @@ def test_builtin_finds_a_9_db_flaw_on_toy_songs(flaw_stem, gain_db, verdict):
             judged += segment.verdict in ("balanced", "too_loud", "too_quiet", "unparsed")
             hits += segment.stem == flaw_stem and segment.verdict == verdict
     assert judged == 16 and hits >= 14, (hits, judged)
+
+
+def test_critique_with_the_builtin_critic_never_imports_torch(tmp_path):
+    """The whole `critique` command on the built-in critic, in a fresh interpreter: no torch, no transformers."""
+    import subprocess
+    import sys
+
+    from mixcritic.toy import TOY_RATE_HZ, make_toy_song
+
+    for stem, audio in make_toy_song(3, 6.0).items():
+        sf.write(str(tmp_path / ODD_NAMES[stem]), audio, TOY_RATE_HZ)
+    code = (
+        "import sys\n"
+        "from mixcritic.cli import app\n"
+        f"app(['critique', {str(tmp_path)!r}, '--anchor', 'drums', '--model', 'builtin', '--json'], standalone_mode=False)\n"
+        "print('HEAVY', [m for m in ('torch', 'transformers', 'bitsandbytes', 'peft') if m in sys.modules], file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["settings"]["engine"] == "measured"
+    assert "HEAVY []" in result.stderr

@@ -55,3 +55,36 @@ def test_ci_script_installs_the_plot_extra_and_runs_in_ci_mode():
     install = next(line for line in script.splitlines() if "pip install" in line and "-e" in line)
     assert '".[test,plot]"' in install
     assert "export CI=true" in script  # so a missing ../shared/musdb7-cc fails instead of skipping
+
+
+SKIPPING_TESTS = '''
+import pytest
+
+@pytest.mark.skipif(True, reason="real-music fixture ../shared/musdb7-cc is absent (set MIXCRITIC_SHARED)")
+def test_marker_skip():
+    pass
+
+def test_runtime_skip():
+    pytest.skip("real-music fixture musdb7-cc is absent")
+
+def test_unrelated_skip():
+    pytest.skip("needs a CUDA device")
+
+@pytest.mark.xfail(reason="musdb7-cc not relevant here", strict=False)
+def test_xfail():
+    assert False
+'''
+
+
+def test_any_skip_for_missing_real_music_fails_in_ci_whoever_wrote_it(pytester, monkeypatch):
+    pytester.makeconftest((ROOT / "tests" / "conftest.py").read_text(encoding="utf-8"))
+    pytester.makepyfile(test_skips=SKIPPING_TESTS)
+    monkeypatch.setenv("CI", "true")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1, errors=1, skipped=1, xfailed=1)  # a skip in setup reports as an error
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*skipped in CI, where it must run: *musdb7-cc is absent*"])
+    monkeypatch.setenv("CI", "false")
+    local = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    local.assert_outcomes(skipped=3, xfailed=1)
+    assert local.ret == 0

@@ -86,12 +86,12 @@ def test_loudness_baseline_recovers_injected_flaws(toy_data, tmp_path):
     # per category. Chance (majority / random) is about 0.2 for macro Both and category accuracy.
     rows = metrics["by_category"]["rows"]
     both = {category: rows[category]["correct"]["both"] for category in rows}
-    assert both == {"very_quiet": 50, "quiet": 33, "no_error": 12, "loud": 34, "very_loud": 53}
+    assert both == {"very_quiet": 54, "quiet": 33, "no_error": 22, "loud": 40, "very_loud": 54}
     assert all(rows[category]["n"] == 54 for category in rows)
-    assert metrics["by_category"]["macro"]["both"] == pytest.approx(182 / 270)
-    assert metrics["category_accuracy"]["macro"] == pytest.approx(123 / 270)
+    assert metrics["by_category"]["macro"]["both"] == pytest.approx(203 / 270)
+    assert metrics["category_accuracy"]["macro"] == pytest.approx(146 / 270)
     stem = metrics["tasks"]["stem_identification"]
-    assert (stem["tp"], stem["fp"], stem["fn"]) == (170, 28, 18)
+    assert (stem["tp"], stem["fp"], stem["fn"]) == (181, 10, 25)
     assert metrics["anchor_named"]["count"] == 0  # it only ever names a non-anchor stem
     chance = run(toy_data, tmp_path / "chance", baseline="random")["metrics"]
     assert metrics["by_category"]["macro"]["both"] >= chance["by_category"]["macro"]["both"] + 0.3
@@ -208,6 +208,10 @@ def test_evaluate_a_tiny_model_end_to_end(toy_data, tiny_run, tmp_path):
     # Re-running finds every answer on disk and generates nothing; the report is unchanged.
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and json.loads(again.stdout) == report
+    table = runner.invoke(app, [a for a in args if a != "--json"])
+    assert table.exit_code == 0, table.output
+    assert table.stdout.splitlines()[0] == f"critic: {tiny_run}, LLM wiring check (tiny preset: hears the mix, its advice is near chance)"
+    assert "Caveat: this run was trained with the tiny preset to check the wiring: its scores are near chance" in table.stdout
     # A retrained model in the same run folder does not inherit the old answers.
     trained = next(p for p in (tiny_run / "model").iterdir() if p.suffix == ".safetensors")
     original = trained.read_bytes()

@@ -18,8 +18,11 @@ def test_paper_preset_is_the_papers_recipe(tmp_path):
     assert (model.encoder_source, model.llm_source) == ("m-a-p/MERT-v1-330M", "Qwen/Qwen2-7B-Instruct")
     assert model.quantize_4bit is True and model.gradient_checkpointing is True
     assert (model.lora_r, model.lora_alpha, model.lora_dropout) == (16, 32, 0.05)
-    assert (model.projector_hidden, model.projector_depth, model.projector_dropout) == (2048, 4, 0.1)
-    assert (model.aux_loss_weight, model.standardize_clips, model.audio_pool) == (0.05, 0, 1)
+    assert (model.projector_hidden, model.projector_depth, model.projector_dropout) == ([2048] * 4, 4, 0.1)
+    assert (model.projector_activation, model.aux_loss_weight, model.aux_loss_norm) == ("relu", 0.05, "sqrt_d")
+    assert (model.standardize_clips, model.audio_pool, model.system_message) == (0, 1, None)
+    # no training-time augmentation in the paper's text (the authors' run has it: preset paper-run)
+    assert (train.augment_gain_db, train.augment_noise_snr_db, train.augment_dc_offset) == (0.0, None, 0.0)
     assert model.tiny_spec is None
     # the dataset decides the audio settings, not the preset
     assert (model.segment_s, model.target_lufs, model.template_version) == (1.0, -23.0, "test-1")

@@ -258,7 +258,7 @@ def _consensus(stem: str, verdict: str, results: list[SegmentResult], judged: in
     confidence = mean_confidence(results)
     text = f"{stem} {words} in {len(results)} of {judged} segments — {correction_words(correction)}"
     if confidence is not None:
-        text += f" (mean confidence {confidence:.0%})"
+        text += f" (mean confidence {round(100 * confidence)} %)"
     return StemConsensus(stem, verdict, len(results), judged, category, correction, text, confidence)
 
 

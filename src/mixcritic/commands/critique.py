@@ -294,7 +294,7 @@ def correction_label(result) -> str:
 
 def confidence_label(result) -> str:
     """Text of a segment's confidence column: ``83 %``, or ``—`` when there is none."""
-    return "—" if result.confidence is None else f"{result.confidence:.0%}".replace("%", " %")
+    return "—" if result.confidence is None else f"{round(100 * result.confidence)} %"
 
 
 def print_report(report: "CritiqueReport", console: "Console") -> None:

@@ -38,9 +38,6 @@ BAND_CHOICES: dict[str, tuple[float, ...]] = {
 }
 """Band layouts the fit chooses from (in order of complexity) when ``band_edges_hz`` is None."""
 
-BAND_CHOICE_MARGIN = 0.01
-"""A layout with more bands must beat the simpler one's cross-validated macro Both by this much."""
-
 DEFAULT_NO_ERROR_PRIOR = 0.2
 """The synthesised data's share of balanced mixes: the prior when it cannot be tuned."""
 
@@ -336,13 +333,14 @@ def fit_measured(data_dir: Path, split: str | Sequence[str] = "train", progress=
 def tuned_config(chunks: list[Chunk], config: MeasuredConfig) -> tuple[MeasuredConfig, dict]:
     """``config`` resolved by cross-validation by song, and the cross-validated scores of the result.
 
-    ``band_edges_hz`` None: each layout of ``BAND_CHOICES`` is scored (its prior tuned) and the
-    simplest whose macro Both is not beaten by ``BAND_CHOICE_MARGIN`` by a richer one is kept.
+    ``band_edges_hz`` None: each layout of ``BAND_CHOICES`` is scored (its prior tuned); a richer
+    layout replaces a simpler one only when its cross-validated macro Both is higher by more than one
+    standard error of the per-song paired difference (so with few songs, noise does not pick it).
     ``no_error_prior`` None: tuned (:func:`tuning.tune_no_error_prior`). ``chunks`` must carry spectra.
     """
     from dataclasses import replace
 
-    from mixcritic.critics.measured.tuning import grid_cases, grid_scores, song_folds, tune_no_error_prior
+    from mixcritic.critics.measured.tuning import grid_cases, grid_scores, per_song_macro_both, song_folds, tune_no_error_prior
 
     songs = {c.track for c in chunks if all(s in c.levels_db for s in STEMS)}
     if len(songs) < 3:
@@ -355,13 +353,14 @@ def tuned_config(chunks: list[Chunk], config: MeasuredConfig) -> tuple[MeasuredC
         trial = replace(config, band_edges_hz=edges)
         cases = grid_cases([with_bands(c, trial) for c in chunks], trial, config.cv_draws)
         prior = tune_no_error_prior(cases, config.min_no_error_both)[0] if config.no_error_prior is None else config.no_error_prior
-        results.append((name, replace(trial, no_error_prior=prior), grid_scores(cases, prior)))
+        results.append((name, replace(trial, no_error_prior=prior), grid_scores(cases, prior), per_song_macro_both(cases, prior)))
     eligible = [r for r in results if r[2]["no_error_both"] >= config.min_no_error_both] or results[:1]
     chosen = eligible[0]
     for candidate in eligible[1:]:
-        if candidate[2]["macro_both"] > chosen[2]["macro_both"] + BAND_CHOICE_MARGIN:
+        gain = candidate[3] - chosen[3]
+        if gain.mean() > gain.std(ddof=1) / np.sqrt(len(gain)):
             chosen = candidate
-    name, resolved, scores = chosen
+    name, resolved, scores, _ = chosen
     report = {
         "folds": len(song_folds(songs)),
         "songs": len(songs),
@@ -377,7 +376,7 @@ def tuned_config(chunks: list[Chunk], config: MeasuredConfig) -> tuple[MeasuredC
     if len(results) > 1:
         report["band_layouts"] = {
             n: {"macro_both": round(sc["macro_both"], 4), "no_error_both": round(sc["no_error_both"], 4), "no_error_prior": c.no_error_prior}
-            for n, c, sc in results
+            for n, c, sc, _ in results
         }
     return resolved, report
 
