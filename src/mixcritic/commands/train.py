@@ -53,6 +53,10 @@ def train(
     aux_loss_weight: Annotated[Optional[float], Opt("--aux-loss-weight", help="Auxiliary loss weight (paper 0.05).")] = None,
     standardize_clips: Annotated[Optional[int], Opt("--standardize-clips", help="Standardise encoder features with statistics from N training clips (0 = off, paper).")] = None,
     gradient_checkpointing: Annotated[Optional[bool], Opt("--gradient-checkpointing/--no-gradient-checkpointing", help="Activation checkpointing in the LLM.")] = None,
+    stage: Annotated[str, Opt("--stage", help="sft: supervised training (default). dpo: preference training on DATA/dpo/ pairs, continuing --from an SFT run.")] = "sft",
+    from_run: Annotated[Optional[Path], Opt("--from", help="--stage dpo: the finished SFT run to start from (its model settings are kept).")] = None,
+    beta: Annotated[Optional[float], Opt("--beta", help="--stage dpo: DPO beta, the strength of the pull towards the SFT model (default 0.1).")] = None,
+    rejected_kinds: Annotated[Optional[str], Opt("--rejected-kinds", help="--stage dpo: train only on pairs with these rejected kinds, comma-separated (false_alarm, missed_flaw, wrong_stem, wrong_direction, wrong_severity; default all).")] = None,
     device: DeviceOption = "auto",
     json_out: JsonOption = False,
 ) -> None:
@@ -61,7 +65,7 @@ def train(
     Checkpoints hold only trained tensors (safetensors) and settings (JSON). Under
     `accelerate launch` or `torchrun` the same command trains data-parallel on several GPUs.
     """
-    from mixcritic.critics.llm.train import TrainRequest, run_training
+    from mixcritic.critics.llm.train import TrainRequest
 
     train_values = {
         "max_steps": max_steps, "epochs": epochs, "learning_rate": lr, "weight_decay": weight_decay,
@@ -87,13 +91,34 @@ def train(
         device=device,
         progress=not json_out,
     )
-    summary = run_training(request)
+    summary = run_stage(request, stage, from_run, beta, rejected_kinds)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # data-parallel run: only the first process reports
     if json_out:
         print_json({k: v for k, v in summary.items() if k != "log_history"})
     else:
         print_summary(summary)
+
+
+def run_stage(request, stage: str, from_run: Optional[Path], beta: Optional[float], rejected_kinds: Optional[str]) -> dict:
+    """SFT (``run_training``) or DPO (``run_dpo``), after checking the stage options belong together."""
+    from mixcritic.errors import ModelError
+
+    if stage not in ("sft", "dpo"):
+        raise ModelError(f"--stage must be sft or dpo, got {stage!r}")
+    if stage == "sft":
+        given = [name for name, value in (("--from", from_run), ("--beta", beta), ("--rejected-kinds", rejected_kinds)) if value is not None]
+        if given:
+            raise ModelError(f"{', '.join(given)} only apply to --stage dpo; add --stage dpo --from SFT_RUN.")
+        from mixcritic.critics.llm.train import run_training
+
+        return run_training(request)
+    if from_run is None:
+        raise ModelError("--stage dpo needs --from SFT_RUN, the finished SFT run to continue (`mixcritic train DATA --out SFT_RUN`).")
+    from mixcritic.critics.llm.dpo import DpoRequest, DpoSettings, parse_kinds, run_dpo
+
+    dpo = DpoSettings(beta=0.1 if beta is None else beta, rejected_kinds=parse_kinds(rejected_kinds))
+    return run_dpo(DpoRequest(train=request, sft_run=from_run, dpo=dpo))
 
 
 def print_summary(summary: dict) -> None:
@@ -111,6 +136,11 @@ def print_summary(summary: dict) -> None:
         ("final validation loss", fmt(summary["final_eval_loss"])),
         ("time", f"{summary['train_seconds']:.1f} s"), ("model", summary["model_dir"]),
     ]
+    if summary.get("stage") == "dpo":
+        rewards = summary.get("final_rewards") or {}
+        rows[4:4] = [("stage", f"dpo from {summary['sft_run']} (beta {summary['beta']}, kinds {summary['rejected_kinds']})"),
+                     ("final rewards/margins", fmt(rewards.get("rewards/margins"))),
+                     ("final rewards/accuracies", fmt(rewards.get("rewards/accuracies")))]
     for name, value in rows:
         table.add_row(name, str(value))
     stdout.print(table)
