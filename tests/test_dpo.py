@@ -28,7 +28,7 @@ torch.set_num_threads(1)
 
 SPEC = (("tiny_spec", TEST_TINY_SPEC_KW),)
 SFT_STEPS = (("max_steps", 4), ("save_steps", 4), ("eval_steps", 0), ("workers", 0), ("logging_steps", 2))
-DPO_STEPS = (("max_steps", 6), ("save_steps", 3), ("eval_steps", 3), ("workers", 0), ("logging_steps", 1))
+DPO_STEPS = (("max_steps", 6), ("save_steps", 3), ("eval_steps", 3), ("workers", 0), ("logging_steps", 1), ("learning_rate", 3e-3))
 
 
 class PairSource(FakeSource):

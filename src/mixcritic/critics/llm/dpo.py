@@ -46,6 +46,8 @@ TRAIN_SPLIT, VALIDATION_SPLIT = "train", "valid"
 REWARD_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
                "logps/chosen", "logps/rejected", "dpo_loss", "aux_loss")
 """What each log line carries besides ``loss`` (TRL's names for the rewards and log-probs)."""
+DPO_LR_FACTOR = 0.1
+"""Without --lr, DPO uses a tenth of the preset's SFT learning rate (paper: 1e-6, TRL's DPO default; tiny: 3e-4)."""
 MODEL_OPTIONS_ALLOWED = ("encoder_source", "llm_source")
 """Model options a DPO run may override (where the base weights are); everything else is SFT_RUN's."""
 
@@ -172,6 +174,23 @@ def side_inputs(batch: dict, side: str) -> dict:
             "audio_mask": batch[f"{side}_audio_mask"], "labels": batch[f"{side}_labels"], "answer_logps": True}
 
 
+def both_sides(batch: dict) -> dict:
+    """Chosen rows then rejected rows as one batch (right-padded to one width; no-grad passes only)."""
+    import torch
+    import torch.nn.functional as F
+
+    from mixcritic.critics.llm.prompt import IGNORE_INDEX
+
+    width = max(batch["chosen_input_ids"].shape[1], batch["rejected_input_ids"].shape[1])
+    pads = {"input_ids": 0, "attention_mask": 0, "audio_mask": False, "labels": IGNORE_INDEX}
+
+    def joined(key: str):
+        parts = [batch[f"{side}_{key}"] for side in ("chosen", "rejected")]
+        return torch.cat([F.pad(t, (0, width - t.shape[1]), value=pads[key]) for t in parts])
+
+    return {"audio": torch.cat([batch["audio"], batch["audio"]]), **{key: joined(key) for key in pads}, "answer_logps": True}
+
+
 def pair_datasets(source, train, dpo: DpoSettings, samples: int) -> tuple[PairDataset, PairDataset | None]:
     """Training pairs, and a fixed random subset of the validation pairs (None without any)."""
     pairs = read_pairs(source, TRAIN_SPLIT, dpo.rejected_kinds)
@@ -239,9 +258,9 @@ def compute_reference(model, datasets: list[PairDataset], collator: PairCollator
     started = time.perf_counter()
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
         for batch in loader:
-            logps = [model(**side_inputs(batch, side)).answer_logps.float().cpu() for side in ("chosen", "rejected")]
+            logps = model(**both_sides(batch)).answer_logps.float().cpu().view(2, -1)
             for row, sample_id in enumerate(batch["ids"]):
-                out[sample_id] = torch.stack([logps[0][row], logps[1][row]])
+                out[sample_id] = logps[:, row].clone()
     model.train(was_training)
     if progress:
         stderr.print(f"reference log-probs of {total} pairs computed with the SFT weights in {time.perf_counter() - started:.1f} s",
@@ -414,6 +433,11 @@ def dpo_critic_settings(sft_folder: Path, request, source):
     return settings
 
 
+def dpo_train_settings(preset, overrides: tuple):
+    """The preset's TrainSettings with DPO's learning-rate default, then the command's overrides."""
+    return replace(replace(preset, learning_rate=preset.learning_rate * DPO_LR_FACTOR), **dict(overrides))
+
+
 def check_dpo_resume(resume_from: Path, extras: dict) -> None:
     """Refuse to resume a DPO run with another beta, other kinds or other SFT weights."""
     stored = json.loads((resume_from / "mixcritic.json").read_text()).get("run_dpo")
@@ -440,7 +464,7 @@ def run_dpo(request: DpoRequest, source=None) -> dict:
     from mixcritic.critics.llm.train import preset_settings, prepare_run_dir, rich_progress_callback, summarize, training_arguments
 
     device = resolve_device(base.device)
-    train = replace(preset_settings(base.preset)[0], **dict(base.train_overrides))
+    train = dpo_train_settings(preset_settings(base.preset)[0], base.train_overrides)
     settings = dpo_critic_settings(sft_folder, request, source)
     out_dir = Path(base.out_dir)
     train_set, eval_set = pair_datasets(source, train, request.dpo, settings.segment_samples)
