@@ -1,6 +1,6 @@
 """Peak tensor memory of SFT vs DPO training, and what a reference-model copy would add (CPU).
 
-    PYTHONPATH=src python bench/dpo_memory.py DATA SFT_RUN [--steps 2] [--out dpo_memory.json]
+    PYTHONPATH=src python bench/dpo_memory.py DATA SFT_RUN [--steps 2] [--kinds false_alarm] [--out dpo_memory.json]
 
 Runs ``train --preset tiny`` (SFT) and ``train --stage dpo --from SFT_RUN`` for ``--steps`` steps
 each, same batch size, inside :class:`PeakTensorBytes`, and builds the model once more to count
@@ -65,7 +65,7 @@ def model_bytes(model: torch.nn.Module) -> int:
     return sum(seen.values())
 
 
-def measure(data_dir: Path, sft_run: Path, steps: int, work: Path) -> dict:
+def measure(data_dir: Path, sft_run: Path, steps: int, work: Path, kinds: tuple[str, ...] = ("false_alarm",)) -> dict:
     """Peak bytes of an SFT run and a DPO run, and the bytes of one model copy."""
     from mixcritic.critics.llm import build_critic
     from mixcritic.critics.llm.checkpoint import read_settings
@@ -81,7 +81,7 @@ def measure(data_dir: Path, sft_run: Path, steps: int, work: Path) -> dict:
     with PeakTensorBytes() as sft:
         run_training(request("sft"))
     with PeakTensorBytes() as dpo:
-        run_dpo(DpoRequest(train=request("dpo"), sft_run=sft_run, dpo=DpoSettings()))
+        run_dpo(DpoRequest(train=request("dpo"), sft_run=sft_run, dpo=DpoSettings(rejected_kinds=kinds)))
     copy = model_bytes(build_critic(read_settings(sft_model_folder(sft_run)), "cpu", training=True))
     return {"steps": steps, "sft_peak_bytes": sft.peak, "dpo_peak_bytes": dpo.peak, "model_copy_bytes": copy,
             "dpo_over_sft": round(dpo.peak / sft.peak, 4), "dpo_with_copy_over_sft": round((dpo.peak + copy) / sft.peak, 4)}
@@ -92,10 +92,11 @@ def main() -> None:
     parser.add_argument("data", type=Path)
     parser.add_argument("sft_run", type=Path)
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--kinds", default="false_alarm", help="rejected kinds of the DPO pairs (fewer pairs: a shorter reference pass)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
-        result = measure(args.data, args.sft_run, args.steps, Path(work))
+        result = measure(args.data, args.sft_run, args.steps, Path(work), tuple(args.kinds.split(",")))
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
