@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 from mixcritic.audio import loudness_lufs
+from mixcritic.critics import Judgement, Segment
 from mixcritic.critique import (
     CritiqueConfig,
     SegmentResult,
     correction_words,
     critique_session,
     json_schema,
-    resolve_model_dir,
+    resolve_model,
     run_critique,
     segment_starts,
     summarise,
@@ -33,18 +34,27 @@ SETTINGS = {"sample_rate_hz": RATE_HZ, "segment_s": 10.0, "target_lufs": -23.0, 
 
 
 class ScriptedCritic:
-    """A Critic double: answers from a list in order and records what it was given."""
+    """A Critic double (an LLM-like engine): answers from a list in order and records what it was given."""
+
+    engine = "llm"
+    needs_stems = False
 
     def __init__(self, answers: list[str] | None = None, settings: dict | None = None) -> None:
         self.answers = list(answers or [])
         self.settings = dict(SETTINGS if settings is None else settings)
         self.calls: list[tuple[np.ndarray, list[str]]] = []
+        self.segments: list[Segment] = []
 
-    def generate(self, audio: np.ndarray, instructions: list[str]) -> list[str]:
-        self.calls.append((audio.copy(), list(instructions)))
+    def describe(self) -> str:
+        return "scripted"
+
+    def judge(self, segments: list[Segment]) -> list[Judgement]:
+        self.segments.extend(segments)
+        self.calls.append((np.stack([s.mix for s in segments]), [s.instruction for s in segments]))
         out = []
-        for _ in instructions:
-            out.append(self.answers.pop(0) if self.answers else render_response(Label("no_error"), 0))
+        for _ in segments:
+            text = self.answers.pop(0) if self.answers else render_response(Label("no_error"), 0)
+            out.append(Judgement(parse_response(text), text))
         return out
 
 
@@ -240,15 +250,19 @@ def test_config_from_checkpoint_settings_and_override():
 def test_model_location_precedence(tmp_path, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
-    assert resolve_model_dir(run, {}) == run
-    assert resolve_model_dir(None, {"MIXCRITIC_MODEL": str(run)}) == run
+    assert resolve_model(run, {}) == run
+    assert resolve_model(str(run), {"MIXCRITIC_MODEL": "builtin"}) == run
+    assert resolve_model(None, {"MIXCRITIC_MODEL": str(run)}) == run
+    assert resolve_model("builtin", {"MIXCRITIC_MODEL": str(run)}) == "builtin"
+    assert resolve_model(None, {"MIXCRITIC_MODEL": "builtin"}) == "builtin"
     monkeypatch.setattr("mixcritic.critique.default_model_dir", lambda: tmp_path / "nothing")
-    with pytest.raises(ModelError, match=r"no trained model found: pass --model RUN .* mixcritic train DATA --out RUN"):
-        resolve_model_dir(None, {})
-    with pytest.raises(ModelError, match=r"--model .*missing: no such folder"):
-        resolve_model_dir(tmp_path / "missing", {})
+    assert resolve_model(None, {}) == "builtin"  # nothing configured: the built-in critic
+    with pytest.raises(ModelError, match=r"--model .*missing: no such folder; .* or use `builtin`"):
+        resolve_model(tmp_path / "missing", {})
+    with pytest.raises(ModelError, match=r"\$MIXCRITIC_MODEL .*missing: no such folder"):
+        resolve_model(None, {"MIXCRITIC_MODEL": str(tmp_path / "missing")})
     monkeypatch.setattr("mixcritic.critique.default_model_dir", lambda: run)
-    assert resolve_model_dir(None, {}) == run
+    assert resolve_model(None, {}) == run
 
 
 def test_windows_are_rendered_and_gated_exactly_like_training_samples(tmp_path):

@@ -73,6 +73,12 @@ def test_json_on_a_tiny_checkpoint(tiny_run, session_dir):
     assert [(s["start_s"], s["end_s"]) for s in doc["segments"]] == [(0.0, 10.0), (10.0, 20.0), (15.0, 25.0)]
     assert doc["settings"]["model"] == str(tiny_run) and doc["settings"]["trained_segment_s"] == 10.0
     assert doc["settings"]["device"] == "cpu"
+    # which critic spoke, and that a tiny-preset run is only a wiring check
+    assert (doc["settings"]["engine"], doc["settings"]["wiring_only"]) == ("llm", True)
+    assert doc["settings"]["critic"] == f"critic: {tiny_run}, LLM wiring check (tiny preset: hears the mix, its advice is near chance)"
+    assert json.loads((tiny_run / "model" / "mixcritic.json").read_text())["run_preset"] == "tiny"
+    assert all(s["confidence"] is None and s["probabilities"] is None for s in doc["segments"])
+    assert doc["summary"]["confidence"] is None
     assert {Path(f["path"]).name: f["stem"] for f in doc["input"]["files"]} == {
         name: stem for stem, name in SESSION_NAMES.items()}
     for segment in doc["segments"]:
@@ -96,6 +102,8 @@ def test_table_on_a_tiny_checkpoint(tiny_run, session_dir):
     for time_range in ("0:00.0–0:10.0", "0:10.0–0:20.0", "0:15.0–0:25.0"):
         assert time_range in out
     assert "Summary" in out
+    assert out.splitlines()[0].startswith(f"critic: {tiny_run}, LLM wiring check")
+    assert "Caveat: this run was trained with the tiny preset to check the wiring: its advice is near chance" in out
     assert not out.lstrip().startswith("{")
     assert "Loading the model from" in result.stderr
 

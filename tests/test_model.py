@@ -207,7 +207,7 @@ def test_tiny_4bit_model_overfits_one_batch(tiny_critic):
     batch = collate_examples(examples, tok.pad_token_id)
     audio = torch.randn(2, 24_000, generator=torch.Generator().manual_seed(1)) * 0.1
     params = [p for p in tiny_critic.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    optimizer = torch.optim.AdamW(params, lr=3e-3)
     tiny_critic.train()
     losses = []
     for _ in range(40):

@@ -115,6 +115,47 @@ def test_resume_with_different_model_settings_is_refused(full_run, tmp_path):
                      FakeSource())
 
 
+@pytest.mark.parametrize(("name", "value", "option"), [
+    ("batch_size", 2, "--batch-size"), ("grad_accum", 2, "--grad-accum"), ("learning_rate", 1e-3, "--lr"),
+    ("epochs", 2.0, "--epochs"),
+])
+def test_resume_with_changed_optimisation_settings_is_refused(full_run, tmp_path, name, value, option):
+    out, _ = full_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    with pytest.raises(ModelError, match=f"{option} .*was .*start a new --out"):
+        run_training(TrainRequest(data_dir=copy, out_dir=copy, preset="tiny", train_overrides=FAST + ((name, value),),
+                                  model_overrides=SPEC, resume=True, device="cpu", progress=False), FakeSource())
+
+
+def test_resume_of_a_run_that_reached_max_steps_is_refused(full_run, tmp_path):
+    """The Trainer would otherwise train one step beyond --max-steps (seen as checkpoint-21 of a 20-step run)."""
+    out, _ = full_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    with pytest.raises(ModelError, match="already at --max-steps 6"):
+        run_training(TrainRequest(data_dir=copy, out_dir=copy, preset="tiny", train_overrides=FAST, model_overrides=SPEC,
+                                  resume=True, device="cpu", progress=False), FakeSource())
+
+
+def test_only_rank_zero_removes_interrupted_checkpoints(full_run, tmp_path):
+    """Under torchrun every rank used to delete the same folder (FileNotFoundError on all but one)."""
+    from mixcritic.critics.llm.train import TrainSettings, prepare_run_dir, resolve_settings
+
+    out, _ = full_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    (copy / "checkpoint-6" / COMPLETE_MARKER).unlink()
+    request = TrainRequest(data_dir=copy, out_dir=copy, preset="tiny", train_overrides=FAST, model_overrides=SPEC,
+                           resume=True, device="cpu")
+    train, settings = resolve_settings(request, FakeSource())
+    calls = []
+    found = prepare_run_dir(copy, True, settings, train, is_main=False, barrier=lambda: calls.append("barrier"))
+    assert found == copy / "checkpoint-3" and calls == ["barrier"] and (copy / "checkpoint-6").is_dir()
+    prepare_run_dir(copy, True, settings, train, is_main=True, barrier=lambda: calls.append("barrier"))
+    assert calls == ["barrier", "barrier"] and not (copy / "checkpoint-6").exists()
+
+
 def test_save_then_load_gives_identical_logits_and_answers(tiny_base, tmp_path):
     from mixcritic.critics.llm.inference import load_critic
     from mixcritic.critics.llm import build_critic

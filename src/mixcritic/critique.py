@@ -8,7 +8,10 @@ K-weighted hop energies, ``mixcritic.synthesis.gate_chunk``): windows the traini
 have dropped (mix below -50 LUFS, anchor stem not playing, no other target stem playing) are
 reported and not sent to the model. The others are loudness-normalised to the checkpoint's
 target, the instruction is rendered with a fixed template and the active stems, and the windows
-are generated in batches. Answers are parsed back into labels; unparseable ones are kept raw.
+are judged in batches through the critics' one interface (:mod:`mixcritic.critics`): each
+:class:`~mixcritic.critics.Segment` carries the normalised mix and, in stems mode, the separate
+stems, and either engine answers with a label, its text and (measured) its confidence. Answers
+that could not be read are kept raw.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
 from mixcritic import __version__
+from mixcritic.critics import BUILTIN, Critic, Judgement, Segment, critic_line
 from mixcritic.errors import MixcriticError, ModelError
 from mixcritic.labels import (
     CORRECTION_DB,
@@ -36,22 +40,24 @@ from mixcritic.session import Session
 INSTRUCTION_TEMPLATE_ID = 0
 """The instruction template critique always uses (training draws all of them; id 0 is one it saw)."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the ``--json`` document (``schemas/critique.schema.json``)."""
 
 MODEL_ENV = "MIXCRITIC_MODEL"
-"""Environment variable naming the default model run folder."""
+"""Environment variable naming the default model: a run folder, or ``builtin``."""
 
-VERDICTS: tuple[str, ...] = ("balanced", "too_loud", "too_quiet", "unparsed", "silent", "anchor_inactive", "no_target")
-"""Per-segment verdicts: what the model said, or why it was not asked / not understood."""
+VERDICTS: tuple[str, ...] = (
+    "balanced", "too_loud", "too_quiet", "unparsed", "stem_inactive", "silent", "anchor_inactive", "no_target",
+)
+"""Per-segment verdicts: what the model said, or why it was not asked / not understood.
+``stem_inactive``: the answer named a stem that is silent (or absent) in that window, so it is not
+used: a stem is never judged where it does not play."""
 
 
-class CriticLike(Protocol):
-    """What critique needs from :class:`mixcritic.critics.llm.inference.Critic` (test doubles implement it too)."""
+class StemsRequiredError(ModelError):
+    """A critic that reads the separate stems was given a single mixed file."""
 
-    settings: dict
-
-    def generate(self, audio: np.ndarray, instructions: list[str]) -> list[str]: ...
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,14 @@ class SegmentResult:
     """Loudness of the window's mix before normalisation (None for digital silence)."""
     padded_s: float = 0.0
     """Silence appended to fill the window (songs shorter than one window)."""
+    confidence: float | None = None
+    """Probability of the answer under the critic's model, in [0, 1]; None when the critic gives
+    none (the LLM) or the window was not judged."""
+    probabilities: dict[str, float] | None = None
+    """Further named probabilities from the critic (e.g. ``no_error``); None when it gives none."""
+    not_judged: tuple[str, ...] = ()
+    """Bass/drums/vocals stems of the session that are silent in this window (the training gate):
+    not judged here, whatever the critic says about them. Stems mode only."""
 
 
 def verdict_of(label: Label | None) -> str:
@@ -190,6 +204,8 @@ class StemConsensus:
     """That category's correction range, signed dB."""
     text: str
     """One line, e.g. ``bass too loud in 7 of 9 segments — reduce 3-6 dB``."""
+    confidence: float | None = None
+    """Mean confidence of those windows' answers; None when the critic gives none."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +230,8 @@ class Summary:
     """Consensus per (stem, direction), most frequent first."""
     lines: tuple[str, ...]
     """Human-readable summary, one sentence per line."""
+    confidence: float | None = None
+    """Mean confidence of the judged windows' answers; None when the critic gives none."""
 
 
 _SEVERITY = {"quiet": 0, "loud": 0, "very_quiet": 1, "very_loud": 1}
@@ -226,20 +244,29 @@ def correction_words(correction_db: tuple[int, int]) -> str:
     return f"{verb} {low}-{high} dB"
 
 
+def mean_confidence(results: list[SegmentResult]) -> float | None:
+    """Mean confidence of the results that carry one; None when none does."""
+    values = [r.confidence for r in results if r.confidence is not None]
+    return float(np.mean(values)) if values else None
+
+
 def _consensus(stem: str, verdict: str, results: list[SegmentResult], judged: int) -> StemConsensus:
     counts = Counter(r.category for r in results)
     category = max(counts, key=lambda c: (counts[c], -_SEVERITY[c]))
     correction = CORRECTION_DB[category]
     words = verdict.replace("_", " ")
+    confidence = mean_confidence(results)
     text = f"{stem} {words} in {len(results)} of {judged} segments — {correction_words(correction)}"
-    return StemConsensus(stem, verdict, len(results), judged, category, correction, text)
+    if confidence is not None:
+        text += f" (mean confidence {round(100 * confidence)} %)"
+    return StemConsensus(stem, verdict, len(results), judged, category, correction, text, confidence)
 
 
 def summarise(results: list[SegmentResult], anchor_stem: str | None = None) -> Summary:
     """Counts per verdict and the consensus per (stem, direction), most frequent first. With
     ``anchor_stem``, advice about the anchor itself is flagged as unreliable."""
     count = Counter(r.verdict for r in results)
-    judged = sum(count[v] for v in ("balanced", "too_loud", "too_quiet", "unparsed"))
+    judged = sum(count[v] for v in ("balanced", "too_loud", "too_quiet", "unparsed", "stem_inactive"))
     groups: dict[tuple[str, str], list[SegmentResult]] = {}
     for r in results:
         if r.verdict in ("too_loud", "too_quiet"):
@@ -269,10 +296,12 @@ def summarise(results: list[SegmentResult], anchor_stem: str | None = None) -> S
         lines.append(f"{count['no_target']} segment(s) skipped: no other bass/drums/vocals stem is playing there")
     if count["unparsed"]:
         lines.append(f"{count['unparsed']} answer(s) could not be parsed (shown raw)")
+    if count["stem_inactive"]:
+        lines.append(f"{count['stem_inactive']} answer(s) named a stem that is silent in that segment; not used")
     return Summary(
         len(results), judged, count["balanced"], count["silent"], count["anchor_inactive"], count["no_target"],
         count["unparsed"],
-        stems, tuple(lines),
+        stems, tuple(lines), mean_confidence(results),
     )
 
 
@@ -290,6 +319,16 @@ class PreparedSegment:
     padded_s: float
     skipped: str | None = None
     """``silent`` / ``anchor_inactive`` / ``no_target`` when the window is not sent to the model."""
+    stems: dict[str, np.ndarray] | None = None
+    """Stems mode: each stem's ``(segment_samples,)`` window at the gains in the mix (not normalised)."""
+    stems_present: tuple[str, ...] = ()
+    """Stems active in the window (the training gate), or the mixed file's declared stems."""
+    not_judged: tuple[str, ...] = ()
+    """Stems mode: the session's bass/drums/vocals stems silent in this window."""
+
+    def as_segment(self, anchor_stem: str) -> Segment:
+        """What the critic is given."""
+        return Segment(self.audio, self.stems, anchor_stem, self.instruction, self.stems_present)
 
 
 def _pad_to(audio: np.ndarray, num_samples: int) -> np.ndarray:
@@ -372,29 +411,62 @@ def prepare_segment(
     if not mix_lufs >= config.gate.gate_lufs:
         return PreparedSegment(index, start_s, end_s, None, None, shown_lufs, padded_s, "silent")
     stems_present = session.stems_present
+    not_judged: tuple[str, ...] = ()
     if session.mode == "stems":
         stems_present = loudness.active_stems(start, stop, config.gate)
+        not_judged = tuple(stem for stem in TARGET_STEMS if stem in session.audio and stem not in stems_present)
         reason = skip_reason(session, stems_present)
         if reason is not None:
-            return PreparedSegment(index, start_s, end_s, None, None, shown_lufs, padded_s, reason)
+            return PreparedSegment(index, start_s, end_s, None, None, shown_lufs, padded_s, reason, not_judged=not_judged)
     from mixcritic.templates import render_instruction
 
     mix = session.mix(start, stop) * np.float32(db_to_amplitude(config.target_lufs - mix_lufs))
     instruction = render_instruction(config.template_id, config.segment_s, list(stems_present), session.anchor_stem)
-    return PreparedSegment(index, start_s, end_s, _pad_to(mix, config.segment_samples), instruction, shown_lufs, padded_s)
+    stems = None
+    if session.mode == "stems":
+        stems = {name: _pad_to(audio[start:stop], config.segment_samples) for name, audio in session.audio.items()}
+    return PreparedSegment(
+        index, start_s, end_s, _pad_to(mix, config.segment_samples), instruction, shown_lufs, padded_s,
+        stems=stems, stems_present=tuple(stems_present), not_judged=not_judged,
+    )
 
 
 def _skipped_result(seg: PreparedSegment) -> SegmentResult:
-    return SegmentResult(seg.index, seg.start_s, seg.end_s, seg.skipped, mix_lufs=seg.mix_lufs, padded_s=seg.padded_s)
+    return SegmentResult(
+        seg.index, seg.start_s, seg.end_s, seg.skipped, mix_lufs=seg.mix_lufs, padded_s=seg.padded_s, not_judged=seg.not_judged,
+    )
+
+
+def check_critic_fits_session(session: Session, critic: Critic) -> None:
+    """A critic that reads the separate stems cannot judge a single mixed file: StemsRequiredError (exit 2)."""
+    if critic.needs_stems and session.mode != "stems":
+        where = session.path if session.path is not None else "the input"
+        raise StemsRequiredError(
+            f"{where}: the {critic.engine} critic needs the separate stems, not one mixed file; "
+            "pass a folder of stems, or an LLM run with --model RUN"
+        )
+
+
+def result_from_judgement(seg: PreparedSegment, judgement: Judgement, mode: str = "stems") -> SegmentResult:
+    """A judged window's result from the critic's answer. In stems mode an answer about a stem that
+    is not playing in the window (silent there, or absent from the session) is not used: verdict
+    ``stem_inactive``."""
+    extra = dict(
+        mix_lufs=seg.mix_lufs, padded_s=seg.padded_s, confidence=judgement.confidence,
+        probabilities=dict(judgement.probabilities) or None, not_judged=seg.not_judged,
+    )
+    label = judgement.label
+    if mode == "stems" and label is not None and label.stem is not None and label.stem not in seg.stems_present:
+        return SegmentResult(seg.index, seg.start_s, seg.end_s, "stem_inactive", label.stem, text=judgement.text, **extra)
+    return result_from_answer(seg.index, seg.start_s, seg.end_s, judgement.text, label, **extra)
 
 
 def critique_session(
-    session: Session, critic: CriticLike, config: CritiqueConfig, progress: Callable[[int], None] | None = None
+    session: Session, critic: Critic, config: CritiqueConfig, progress: Callable[[int], None] | None = None
 ) -> list[SegmentResult]:
     """Advice for every window of ``session``, in order. ``progress(n)`` is called after each batch
     with the number of windows finished in it."""
-    from mixcritic.templates import parse_response
-
+    check_critic_fits_session(session, critic)
     if session.rate_hz != config.sample_rate_hz:
         raise ModelError(
             f"session audio is at {session.rate_hz} Hz but the model expects {config.sample_rate_hz} Hz"
@@ -408,13 +480,11 @@ def critique_session(
     todo = [s for s in prepared if not s.skipped]
     for first in range(0, len(todo), config.batch_size):
         batch = todo[first : first + config.batch_size]
-        answers = critic.generate(np.stack([s.audio for s in batch]), [s.instruction for s in batch])
-        if len(answers) != len(batch):
-            raise ModelError(f"the model returned {len(answers)} answers for {len(batch)} segments")
-        for seg, text in zip(batch, answers):
-            results[seg.index] = result_from_answer(
-                seg.index, seg.start_s, seg.end_s, text, parse_response(text), mix_lufs=seg.mix_lufs, padded_s=seg.padded_s
-            )
+        judgements = critic.judge([s.as_segment(session.anchor_stem) for s in batch])
+        if len(judgements) != len(batch):
+            raise ModelError(f"the critic returned {len(judgements)} answers for {len(batch)} segments")
+        for seg, judgement in zip(batch, judgements):
+            results[seg.index] = result_from_judgement(seg, judgement, session.mode)
         if progress is not None:
             progress(len(batch))
     return [results[i] for i in range(len(prepared))]
@@ -430,26 +500,29 @@ def default_model_dir() -> Path:
     return Path(platformdirs.user_data_dir("mixcritic")) / "model"
 
 
-def resolve_model_dir(model: Path | None, environ: dict | None = None) -> Path:
-    """``--model``, else ``$MIXCRITIC_MODEL``, else the user data dir; ModelError saying how to get one."""
+def resolve_model(model: str | Path | None, environ: dict | None = None) -> str | Path:
+    """``--model``, else ``$MIXCRITIC_MODEL``, else a run in the user data dir, else the built-in critic.
+
+    Returns :data:`~mixcritic.critics.BUILTIN` or an existing folder; ``builtin`` (either way)
+    always means the built-in critic. ModelError when a named folder does not exist.
+    """
     import os
 
     env = os.environ if environ is None else environ
     if model is not None:
         source = "--model"
     elif env.get(MODEL_ENV):
-        model, source = Path(env[MODEL_ENV]), f"${MODEL_ENV}"
+        model, source = env[MODEL_ENV], f"${MODEL_ENV}"
     else:
         fallback = default_model_dir()
-        if fallback.is_dir():
-            return fallback
-        raise ModelError(
-            f"no trained model found: pass --model RUN (a folder written by `mixcritic train`), set {MODEL_ENV}, "
-            f"or put one in {fallback}; to train one: mixcritic synth STEMS --out DATA && mixcritic train DATA --out RUN"
-        )
-    model = model.expanduser()
+        return fallback if fallback.is_dir() else BUILTIN
+    if str(model) == BUILTIN:
+        return BUILTIN
+    model = Path(model).expanduser()
     if not model.is_dir():
-        raise ModelError(f"{source} {model}: no such folder; point it at a run written by `mixcritic train`")
+        raise ModelError(
+            f"{source} {model}: no such folder; point it at a run written by `mixcritic train`, or use `builtin`"
+        )
     return model
 
 
@@ -464,17 +537,18 @@ def _check_source(value: str | None, option: str) -> str | None:
     return str(path) if looks_local else value
 
 
-def load_model(model_dir: Path, device: str = "auto", encoder: str | None = None, llm: str | None = None) -> CriticLike:
-    """Load a trained run; ``encoder`` / ``llm`` replace the base-model locations in its settings
-    (e.g. local snapshot folders on an offline machine). Everything else comes from the checkpoint."""
-    from mixcritic.critics.llm.inference import load_critic
+def load_model(model: str | Path, device: str = "auto", encoder: str | None = None, llm: str | None = None) -> Critic:
+    """Load the critic ``model`` names (``builtin`` or a run folder) through :func:`mixcritic.critics.load_critic`;
+    ``encoder`` / ``llm`` replace an LLM run's base-model locations (e.g. local snapshot folders
+    on an offline machine). Everything else comes from the run."""
+    from mixcritic.critics import load_critic
 
     encoder, llm = _check_source(encoder, "--encoder"), _check_source(llm, "--llm")
-    return load_critic(model_dir, device=device, encoder_source=encoder, llm_source=llm)
+    return load_critic(model, device=device, encoder_source=encoder, llm_source=llm)
 
 
-def critic_device(critic: CriticLike, fallback: str | None = None) -> str | None:
-    """The device the critic runs on, as text (``cpu``, ``cuda:0``, ...)."""
+def critic_device(critic: Critic, fallback: str | None = None) -> str | None:
+    """The device the critic runs on, as text (``cpu``, ``cuda:0``, ...); ``fallback`` when it does not say."""
     device = getattr(getattr(critic, "model", None), "device", None) or getattr(critic, "device", None)
     return str(device) if device is not None else fallback
 
@@ -541,7 +615,14 @@ def segment_json(result: SegmentResult) -> dict:
     data["correction_db"] = list(result.correction_db) if result.correction_db else None
     data["mix_lufs"] = round(result.mix_lufs, 3) if result.mix_lufs is not None else None
     data["padded_s"] = round(result.padded_s, 6)
+    data["confidence"] = _round(result.confidence)
+    data["probabilities"] = {k: _round(v) for k, v in result.probabilities.items()} if result.probabilities else None
+    data["not_judged"] = list(result.not_judged)
     return data
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None else round(float(value), digits)
 
 
 def summary_json(summary: Summary, results: list[SegmentResult]) -> dict:
@@ -555,8 +636,9 @@ def summary_json(summary: Summary, results: list[SegmentResult]) -> dict:
         "no_target": summary.no_target,
         "unparsed": summary.unparsed,
         "stems": [
-            {**asdict(c), "correction_db": list(c.correction_db)} for c in summary.stems
+            {**asdict(c), "correction_db": list(c.correction_db), "confidence": _round(c.confidence)} for c in summary.stems
         ],
+        "confidence": _round(summary.confidence),
         "lines": list(summary.lines),
         "unparsed_answers": [
             {"index": r.index, "start_s": round(r.start_s, 6), "end_s": round(r.end_s, 6), "text": r.text}
@@ -568,18 +650,21 @@ def summary_json(summary: Summary, results: list[SegmentResult]) -> dict:
 
 def run_critique(
     session: Session,
-    critic: CriticLike,
+    critic: Critic,
     config: CritiqueConfig,
-    model_dir: Path | None = None,
+    model: str | Path | None = None,
     device: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> CritiqueReport:
-    """Critique a session with a loaded critic: resample to the model's rate, judge every window."""
+    """Critique a session with a loaded critic: resample to the critic's rate, judge every window.
+
+    ``model``: what ``--model`` resolved to (``builtin`` or the run folder), for the report."""
     from mixcritic.session import resample_session
 
+    check_critic_fits_session(session, critic)
     session = resample_session(session, config.sample_rate_hz)
     results = critique_session(session, critic, config, progress)
-    return CritiqueReport(session, report_settings(config, model_dir, critic.settings, device), results)
+    return CritiqueReport(session, report_settings(config, model, critic, device), results)
 
 
 def num_segments(session: Session, config: CritiqueConfig) -> int:
@@ -601,12 +686,16 @@ def check_template_version(settings: dict) -> str | None:
     return None
 
 
-def report_settings(config: CritiqueConfig, model_dir: Path | None, settings: dict, device: str | None) -> dict:
-    """The ``settings`` object of the JSON document."""
+def report_settings(config: CritiqueConfig, model: str | Path | None, critic: Critic, device: str | None) -> dict:
+    """The ``settings`` object of the JSON document: which critic spoke, and how the windows were made."""
     from mixcritic.templates import TEMPLATE_VERSION
 
+    settings = critic.settings
     return {
-        "model": str(model_dir) if model_dir is not None else None,
+        "engine": critic.engine,
+        "model": str(model) if model is not None else None,
+        "critic": critic_line(model, critic),
+        "wiring_only": bool(settings.get("wiring_only", False)),
         "device": device,
         "segment_s": config.segment_s,
         "sample_rate_hz": config.sample_rate_hz,
@@ -620,9 +709,9 @@ def report_settings(config: CritiqueConfig, model_dir: Path | None, settings: di
 
 
 __all__ = [
-    "CritiqueConfig", "CritiqueReport", "CriticLike", "GateSettings", "INSTRUCTION_TEMPLATE_ID", "MODEL_ENV",
-    "SCHEMA_VERSION", "SegmentResult", "StemConsensus", "Summary", "VERDICTS", "WindowLoudness",
-    "check_template_version", "correction_words", "critic_device", "critique_session", "default_model_dir",
-    "json_schema", "load_model", "num_segments", "prepare_segment", "report_settings", "resolve_model_dir",
-    "run_critique", "segment_starts", "skip_reason", "summarise", "verdict_of",
+    "CritiqueConfig", "CritiqueReport", "GateSettings", "INSTRUCTION_TEMPLATE_ID", "MODEL_ENV",
+    "SCHEMA_VERSION", "SegmentResult", "StemConsensus", "StemsRequiredError", "Summary", "VERDICTS", "WindowLoudness",
+    "check_critic_fits_session", "check_template_version", "correction_words", "critic_device", "critique_session",
+    "default_model_dir", "json_schema", "load_model", "mean_confidence", "num_segments", "prepare_segment",
+    "report_settings", "resolve_model", "run_critique", "segment_starts", "skip_reason", "summarise", "verdict_of",
 ]

@@ -3,13 +3,22 @@
 The run, in order:
 
 1. pick the records of the split (all, or ``--limit`` of them stratified by category x stem);
-2. answer each one, with a trained critic (greedy, batched) or a baseline from
-   :mod:`mixcritic.baselines`, appending ``{"id", "response", ...}`` to
+2. answer each one, with a critic (``builtin`` or a run of either engine, through the one
+   interface of :mod:`mixcritic.critics`: each record becomes a ``Segment`` with its normalised
+   mix and its separate stems) or a baseline from :mod:`mixcritic.baselines`, appending
+   ``{"id", "response", "confidence"?, ...}`` to
    ``REPORT_DIR/predictions.jsonl`` after every batch, so an interrupted run resumes where it
    stopped (ids already answered are skipped; a half-written last line is dropped);
 3. parse every answer with :func:`mixcritic.templates.parse_response` (an unparseable answer is
    kept and counts as wrong) and compute :func:`mixcritic.metrics.build_report`;
-4. write ``report.json``, one CSV per table, and ``confusion.png`` when matplotlib is installed.
+4. for a predictor that gives confidences (the measured critic), measure their calibration:
+   expected calibration error and a reliability table (:func:`calibration_report`);
+5. write ``report.json``, one CSV per table, and ``confusion.png`` (plus ``reliability.png``)
+   when matplotlib is installed.
+
+Under torchrun / accelerate launch, every process answers its share of the batches into
+``predictions.rank<R>.jsonl``; after a barrier, rank 0 merges them into ``predictions.jsonl``
+(in record order) and writes the one report, identical to a single-process run's.
 
 Baseline answers are rendered to text with the response templates and parsed back, so models and
 baselines go through exactly the same path.
@@ -28,10 +37,14 @@ from pathlib import Path
 
 from mixcritic import __version__
 from mixcritic.baselines import BASELINES
+from mixcritic.critics import BUILTIN, critic_line
 from mixcritic.errors import DatasetError, MixcriticError
 from mixcritic.files import atomic_path, write_text_atomic
 from mixcritic.labels import CATEGORIES, TARGET_STEMS, Label
 from mixcritic.metrics import ACCURACY_KEYS, Case, build_report
+
+CALIBRATION_BINS = 10
+"""Equal-width confidence bins of the reliability table and the expected calibration error."""
 from mixcritic.reference import PAPER
 
 REPORT_SCHEMA_VERSION = 1
@@ -44,7 +57,8 @@ REPORT_FILE = "report.json"
 TRAIN_SPLIT, VALIDATION_SPLIT = "train", "valid"
 
 Progress = Callable[[Iterable, int, str], Iterable]
-"""``progress(iterable, total, description)`` -> the same items (a Rich bar in the CLI)."""
+"""``progress(iterable, total, description)`` -> the same items (a Rich bar in the CLI). An item
+that is a list (a batch) counts as its length, so ``total`` counts clips, not batches."""
 
 
 @dataclass
@@ -53,8 +67,8 @@ class EvaluateConfig:
 
     data_dir: Path
     """Dataset folder written by ``mixcritic synth``."""
-    model_dir: Path | None = None
-    """Training run folder (``mixcritic train --out``); None with a baseline."""
+    model_dir: Path | str | None = None
+    """Training run folder (``mixcritic train --out``, either engine) or ``builtin``; None with a baseline."""
     baseline: str | None = None
     """``loudness``, ``majority`` or ``random`` instead of a model."""
     split: str = "test"
@@ -77,7 +91,7 @@ class EvaluateConfig:
         if self.baseline is not None and self.baseline not in BASELINES:
             raise MixcriticError(f"--baseline {self.baseline!r} is unknown; use one of {', '.join(BASELINES)}")
         if self.model_dir is not None:
-            self.model_dir = Path(self.model_dir)
+            self.model_dir = BUILTIN if str(self.model_dir) == BUILTIN else Path(self.model_dir)
         if self.limit is not None and self.limit < 1:
             raise MixcriticError(f"--limit must be >= 1 (got {self.limit})")
         if self.batch_size < 1:
@@ -87,16 +101,21 @@ class EvaluateConfig:
         self.out_dir = Path(self.out_dir)
 
     @property
+    def builtin(self) -> bool:
+        """True when the built-in measured critic answers."""
+        return self.model_dir == BUILTIN
+
+    @property
     def predictor_name(self) -> str:
-        """``model`` or the baseline's name."""
-        return self.baseline or "model"
+        """``model``, ``builtin`` or the baseline's name."""
+        return self.baseline or (BUILTIN if self.builtin else "model")
 
 
 def default_out_dir(config: EvaluateConfig) -> Path:
-    """``RUN/eval/<split>-<n|all>-s<seed>`` for a model, ``DATA/eval/<baseline>-<split>-...`` for a baseline."""
+    """``RUN/eval/<split>-<n|all>-s<seed>`` for a run, ``DATA/eval/<builtin|baseline>-<split>-...`` otherwise."""
     name = f"{config.split}-{config.limit or 'all'}-s{config.seed}"
-    if config.baseline:
-        return config.data_dir / "eval" / f"{config.baseline}-{name}"
+    if config.baseline or config.builtin:
+        return config.data_dir / "eval" / f"{config.predictor_name}-{name}"
     return Path(config.model_dir) / "eval" / name
 
 
@@ -168,6 +187,30 @@ def append_predictions(path: Path, entries: Iterable[dict]) -> None:
         os.fsync(handle.fileno())
 
 
+def rank_predictions_path(path: Path, rank: int) -> Path:
+    """Where process ``rank`` of a launched run appends its answers."""
+    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def read_rank_predictions(path: Path) -> dict[str, dict]:
+    """Answers in the per-process files of a launched run (any world size), by id."""
+    out: dict[str, dict] = {}
+    for shard_file in sorted(path.parent.glob(f"{path.stem}.rank*{path.suffix}")):
+        out.update(read_predictions(shard_file))
+    return out
+
+
+def merge_rank_predictions(path: Path, records: Sequence[dict], done: dict[str, dict]) -> None:
+    """Rewrite ``path`` with every answer in record order and delete the per-process files."""
+    shards = sorted(path.parent.glob(f"{path.stem}.rank*{path.suffix}"))
+    if not shards:
+        return
+    lines = [json.dumps(done[r["id"]], ensure_ascii=False) + "\n" for r in records if r["id"] in done]
+    write_text_atomic(path, "".join(lines))
+    for shard_file in shards:
+        shard_file.unlink()
+
+
 def batched(items: Sequence, size: int) -> Iterator[list]:
     """Consecutive slices of ``size`` (the last may be shorter)."""
     for start in range(0, len(items), size):
@@ -209,9 +252,10 @@ class BaselinePredictor:
 
 
 class ModelPredictor:
-    """Answers with a trained critic: the normalised mix and the sample's instruction, greedy."""
+    """Answers with a critic of either engine: each record becomes a Segment (normalised mix, separate
+    stems, instruction) and the critic judges it; its confidence is kept when it gives one."""
 
-    def __init__(self, critic, dataset, model_dir: Path, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(self, critic, dataset, model_dir: Path | str, warn: Callable[[str], None] | None = None) -> None:
         from mixcritic.templates import TEMPLATE_VERSION
 
         self.critic = critic
@@ -232,34 +276,38 @@ class ModelPredictor:
         self.level_shift_db = 0.0 if target is None else float(target) - dataset_target_lufs(dataset)
 
     def describe(self) -> dict:
-        """What the report says about the answering side: the run and its settings."""
+        """What the report says about the answering side: which critic, the run and its settings."""
         settings = {k: v for k, v in dict(self.critic.settings).items() if _jsonable(v)}
-        return {"kind": "model", "name": "model", "run_dir": str(self.model_dir), "settings": settings,
-                "level_shift_db": self.level_shift_db}
+        return {"kind": "model", "name": "builtin" if self.model_dir == BUILTIN else "model", "engine": self.critic.engine,
+                "critic": critic_line(self.model_dir, self.critic), "wiring_only": bool(settings.get("wiring_only", False)),
+                "run_dir": str(self.model_dir), "settings": settings, "level_shift_db": self.level_shift_db}
+
+    def segment(self, record: dict):
+        """The :class:`~mixcritic.critics.Segment` of a record: its normalised mix (shifted to the
+        critic's target loudness), its separate stems at the gains in the mix, its instruction."""
+        from mixcritic.audio import apply_gain_db
+        from mixcritic.critics import Segment
+
+        mix = self.dataset.render(record, normalize=True)
+        if self.level_shift_db:
+            mix = apply_gain_db(mix, self.level_shift_db)
+        return Segment(mix, self.dataset.render_stems(record), record["anchor_stem"], record["instruction"],
+                       tuple(record.get("stems_present") or ()))
 
     def answer(self, records: list[dict]) -> list[dict]:
-        """``{"id", "response"}`` per record, in order; clips of equal length share a generate call."""
-        import numpy as np
-
-        from mixcritic.audio import apply_gain_db
-
-        out: list[dict] = []
-        for group in _equal_length_groups(records, self.dataset):
-            clips = [self.dataset.render(r, normalize=True) for r in group]
-            if self.level_shift_db:
-                clips = [apply_gain_db(c, self.level_shift_db) for c in clips]
-            texts = self.critic.generate(np.stack(clips).astype(np.float32), [r["instruction"] for r in group])
-            out.extend({"id": r["id"], "response": t} for r, t in zip(group, texts))
+        """``{"id", "response", "confidence"?, "probabilities"?}`` per record, in order."""
+        judgements = self.critic.judge([self.segment(r) for r in records])
+        if len(judgements) != len(records):
+            raise MixcriticError(f"{self.model_dir}: the critic returned {len(judgements)} answers for {len(records)} clips")
+        out = []
+        for record, judgement in zip(records, judgements):
+            entry = {"id": record["id"], "response": judgement.text}
+            if judgement.confidence is not None:
+                entry["confidence"] = float(judgement.confidence)
+            if judgement.probabilities:
+                entry["probabilities"] = {k: float(v) for k, v in judgement.probabilities.items()}
+            out.append(entry)
         return out
-
-
-def _equal_length_groups(records: list[dict], dataset) -> list[list[dict]]:
-    """Split a batch into runs of equal clip length (the encoder is run without padding)."""
-    rate_hz = dataset_rate_hz(dataset)
-    groups: dict[int, list[dict]] = {}
-    for record in records:
-        groups.setdefault(round(float(record["duration_s"]) * rate_hz), []).append(record)
-    return list(groups.values())
 
 
 def _jsonable(value) -> bool:
@@ -292,7 +340,7 @@ def make_predictor(config: EvaluateConfig, dataset, progress: Progress | None = 
     from mixcritic import baselines
 
     if config.model_dir is not None:
-        from mixcritic.critics.llm.inference import load_critic
+        from mixcritic.critics import load_critic
 
         return ModelPredictor(load_critic(config.model_dir, device=config.device), dataset, config.model_dir, warn)
     if config.baseline == "majority":
@@ -332,22 +380,43 @@ def run_identity(config: EvaluateConfig, dataset) -> dict:
         "limit": config.limit,
         "seed": config.seed,
         "predictor": config.predictor_name,
-        "model_dir": str(Path(config.model_dir).resolve()) if config.model_dir else None,
-        "model_sha256": model_fingerprint(Path(config.model_dir)) if config.model_dir else None,
+        "model_dir": _model_identity(config.model_dir),
+        "model_sha256": model_fingerprint(config.model_dir) if config.model_dir else None,
         "template_version": TEMPLATE_VERSION,
     }
 
 
-def model_fingerprint(run_dir: Path) -> str:
-    """SHA-256 over the files of the model folder that ``load_critic`` would load.
+def _model_identity(model: Path | str | None) -> str | None:
+    if model is None or model == BUILTIN:
+        return model
+    return str(Path(model).resolve())
 
-    Keeps answers of a retrained (or resumed) run from being mixed with older ones.
+
+def model_fingerprint(model: Path | str) -> str:
+    """SHA-256 over the files of the model folder that ``load_critic`` would load (either engine).
+
+    Keeps answers of a retrained (or resumed) run from being mixed with older ones. The built-in
+    critic is fingerprinted by the files it saves as (its fitted numbers).
     """
+    if model == BUILTIN:
+        import tempfile
+
+        from mixcritic.critics.measured import load_builtin, save_measured
+
+        with tempfile.TemporaryDirectory(prefix="mixcritic-builtin-") as tmp:
+            return _folder_sha256(save_measured(load_builtin(), Path(tmp)))
+    from mixcritic.critics import model_folder
+
+    return _folder_sha256(model_folder(Path(model)))
+
+
+def _folder_sha256(folder: Path) -> str:
+    """SHA-256 over every file below ``folder``: relative path and content."""
     import hashlib
 
-    from mixcritic.critics.llm.checkpoint import find_model_folder
-
-    folder = find_model_folder(run_dir)
+    folder = Path(folder)
+    if folder.is_file():
+        folder = folder.parent
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
@@ -379,8 +448,12 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, warn: Cal
              dataset=None) -> dict:
     """Answer the chosen records (resuming), score them, write the report files; return the report.
 
-    ``dataset`` defaults to ``open_dataset(config.data_dir)``.
+    ``dataset`` defaults to ``open_dataset(config.data_dir)``. Under a launcher each process
+    answers its share of the batches; rank 0 merges and returns the report, the others None.
     """
+    from mixcritic import distributed
+
+    rank, world = distributed.rank_and_world()
     wrap = progress or (lambda it, total, desc: it)
     if dataset is None:
         from mixcritic.dataset import open_dataset
@@ -394,17 +467,25 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, warn: Cal
     check_or_write_identity(config.out_dir, run_identity(config, dataset))
 
     predictions_path = config.out_dir / PREDICTIONS_FILE
-    done = read_predictions(predictions_path)
+    done = read_predictions(predictions_path) | read_rank_predictions(predictions_path)
     todo = [r for r in records if r["id"] not in done]
     predictor_path = config.out_dir / PREDICTOR_FILE
     if todo or not predictor_path.exists():  # nothing left to answer: no need to load a model
         predictor = make_predictor(config, dataset, progress, warn)
-        write_text_atomic(predictor_path, json.dumps(predictor.describe(), indent=2) + "\n")
-        batches = list(batched(todo, config.batch_size))
-        for batch in wrap(batches, len(batches), f"Answering {len(todo)} of {len(records)} clips"):
+        if rank == 0:
+            write_text_atomic(predictor_path, json.dumps(predictor.describe(), indent=2) + "\n")
+        batches = distributed.shard(list(batched(todo, config.batch_size)), rank, world)
+        own_path = predictions_path if world == 1 else rank_predictions_path(predictions_path, rank)
+        clips = sum(len(batch) for batch in batches)  # the bar counts clips (this process's share)
+        for batch in wrap(batches, clips, f"Answering {len(todo)} of {len(records)} clips"):
             answers = predictor.answer(batch)
-            append_predictions(predictions_path, answers)
+            append_predictions(own_path, answers)
             done.update((a["id"], a) for a in answers)
+    distributed.barrier()
+    if rank != 0:
+        return None
+    done |= read_rank_predictions(predictions_path)
+    merge_rank_predictions(predictions_path, records, done)
     description = json.loads(predictor_path.read_text(encoding="utf-8"))
     report = assemble_report(config, dataset, records, done, description, len(split_records))
     write_report_files(report, config.out_dir)
@@ -446,8 +527,34 @@ def assemble_report(config: EvaluateConfig, dataset, records: Sequence[dict], pr
         "predictor": predictor,
         "template_version": TEMPLATE_VERSION,
         "metrics": build_report(cases),
+        "calibration": calibration_report(cases, predictions),
         "paper": PAPER,
         "notes": notes,
+    }
+
+
+def calibration_report(cases: Sequence[Case], predictions: dict[str, dict], bins: int = CALIBRATION_BINS) -> dict | None:
+    """How well the answers' confidences match how often they are right; None when none has one.
+
+    An answer counts as right when stem and direction are both right (for a no-error clip: it says
+    no adjustment is needed), the paper's "Both". ``expected_calibration_error`` is the mean gap
+    between confidence and accuracy over ``bins`` equal-width bins, weighted by their counts.
+    """
+    from mixcritic.metrics import both_correct, expected_calibration_error, reliability_table
+
+    pairs = [(float(predictions[c.sample_id]["confidence"]), both_correct(c))
+             for c in cases if predictions[c.sample_id].get("confidence") is not None]
+    if not pairs:
+        return None
+    confidences, correct = [p[0] for p in pairs], [p[1] for p in pairs]
+    return {
+        "n": len(pairs),
+        "correct_means": "both",
+        "bins": bins,
+        "mean_confidence": sum(confidences) / len(pairs),
+        "accuracy": sum(correct) / len(pairs),
+        "expected_calibration_error": expected_calibration_error(confidences, correct, bins),
+        "reliability": reliability_table(confidences, correct, bins),
     }
 
 
@@ -514,6 +621,9 @@ def write_report_files(report: dict, out_dir: Path) -> list[Path]:
         "tasks.csv": tasks_csv(metrics["tasks"], paper["tasks"]),
         "confusion.csv": confusion_csv(metrics["confusion"]),
     }
+    calibration = report.get("calibration")
+    if calibration:
+        files["reliability.csv"] = reliability_csv(calibration)
     written = []
     for name, text in files.items():
         write_text_atomic(out_dir / name, text)
@@ -521,7 +631,54 @@ def write_report_files(report: dict, out_dir: Path) -> list[Path]:
     png = write_confusion_png(metrics["confusion"], out_dir / "confusion.png", report["predictor"].get("name", ""))
     if png:
         written.append(png)
+    if calibration:
+        png = write_reliability_png(calibration, out_dir / "reliability.png", report["predictor"].get("name", ""))
+        if png:
+            written.append(png)
     return written
+
+
+def reliability_csv(calibration: dict) -> str:
+    """The reliability table as CSV: one row per confidence bin."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["low", "high", "count", "mean_confidence", "accuracy"])
+    for row in calibration["reliability"]:
+        writer.writerow([_fmt(row["low"]), _fmt(row["high"]), row["count"], _fmt(row["mean_confidence"]), _fmt(row["accuracy"])])
+    return buffer.getvalue()
+
+
+def write_reliability_png(calibration: dict, path: Path, title: str) -> Path | None:
+    """Reliability diagram (accuracy against confidence per bin, the diagonal is perfect calibration);
+    None (nothing written) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [r for r in calibration["reliability"] if r["count"]]
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    width = calibration["reliability"][0]["high"] - calibration["reliability"][0]["low"]
+    ax.bar([r["low"] for r in rows], [r["accuracy"] for r in rows], width=width, align="edge", alpha=0.7,
+           edgecolor="black", label="accuracy (Both)")
+    ax.plot([r["mean_confidence"] for r in rows], [r["accuracy"] for r in rows], "o", color="black", markersize=3)
+    for r in rows:
+        ax.text(r["low"] + width / 2, min(r["accuracy"] + 0.02, 0.97), str(r["count"]), ha="center", fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ece = calibration["expected_calibration_error"]
+    ax.set_title(f"Reliability ({title}), ECE {100 * ece:.1f} %" if title else f"Reliability, ECE {100 * ece:.1f} %")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def write_confusion_png(confusion: dict, path: Path, title: str) -> Path | None:

@@ -379,6 +379,52 @@ def bootstrap_macro_ci(
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Calibration (for critics that give a confidence with each answer)
+
+
+def reliability_table(confidences: Sequence[float], correct: Sequence[bool], bins: int = 10) -> list[dict]:
+    """Per confidence bin: ``{"low", "high", "count", "mean_confidence", "accuracy"}``.
+
+    ``bins`` equal-width bins over [0, 1]; bin ``k`` holds confidences in ``[k/bins, (k+1)/bins)``,
+    the last one also 1.0. Empty bins are listed with count 0 and None for the means.
+    """
+    if len(confidences) != len(correct):
+        raise ValueError(f"{len(confidences)} confidences but {len(correct)} correctness flags")
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    sums = [[0, 0.0, 0] for _ in range(bins)]  # count, confidence sum, correct count
+    for confidence, hit in zip(confidences, correct):
+        if not 0.0 <= confidence <= 1.0:
+            raise ValueError(f"confidence {confidence} is outside [0, 1]")
+        index = min(int(confidence * bins), bins - 1)
+        sums[index][0] += 1
+        sums[index][1] += confidence
+        sums[index][2] += bool(hit)
+    return [
+        {
+            "low": k / bins,
+            "high": (k + 1) / bins,
+            "count": count,
+            "mean_confidence": total / count if count else None,
+            "accuracy": hits / count if count else None,
+        }
+        for k, (count, total, hits) in enumerate(sums)
+    ]
+
+
+def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float | None:
+    """Expected calibration error: sum over bins of ``count / n * |accuracy - mean confidence|``.
+
+    Equal-width bins as in :func:`reliability_table`; None when there are no cases.
+    """
+    table = reliability_table(confidences, correct, bins)
+    total = sum(row["count"] for row in table)
+    if not total:
+        return None
+    return sum(row["count"] / total * abs(row["accuracy"] - row["mean_confidence"]) for row in table if row["count"])
+
+
 def build_report(cases: Sequence[Case]) -> dict:
     """Every table of ``mixcritic evaluate`` as one JSON-ready dict (fractions, not percent)."""
     unparseable = sum(c.predicted is None for c in cases)

@@ -13,8 +13,13 @@ from mixcritic.console import print_json
 from mixcritic.options import DataArgument, DeviceOption, JsonOption, SeedOption
 
 ModelOption = Annotated[
-    Optional[Path],
-    typer.Option("--model", help="Training run folder (`mixcritic train --out RUN`). Not needed with --baseline.", show_default=False),
+    Optional[str],
+    typer.Option(
+        "--model", metavar="RUN|builtin",
+        help="Training run folder (`mixcritic train --out RUN`, measured or LLM), or `builtin` for the measured critic "
+        "shipped with mixcritic. Not needed with --baseline.",
+        show_default=False,
+    ),
 ]
 BaselineOption = Annotated[
     Optional[str],
@@ -56,28 +61,42 @@ def evaluate(
     device: DeviceOption = "auto",
     as_json: JsonOption = False,
 ) -> None:
-    """Score a trained critic (or a baseline) on a dataset split with the paper's metrics.
+    """Score a critic (a run, the built-in one, or a baseline) on a dataset split with the paper's metrics.
 
     Prints the paper's four tables (by category, by stem, by direction; FP/FN/precision/recall/F1) with the published figure under each of ours, plus the category confusion matrix, the false-alarm rate on no-error clips, flaw claims that name the anchor, the unparseable share and a bootstrap interval of the macro figures. Definitions: docs/evaluation.md.
 
     Answers are appended to REPORT_DIR/predictions.jsonl as they come: re-run the same command to resume after a crash.
 
+    Several GPUs: `torchrun --nproc_per_node N -m mixcritic evaluate ...` splits the clips across the N processes (one GPU each); the first writes the one report, identical to a single-process run's.
+
     Examples:
 
-      mixcritic evaluate DATA --model RUN --limit 1000
-
-      mixcritic evaluate DATA --baseline loudness --json > loudness.json
+    \b
+      mixcritic evaluate data --model run --limit 1000
+      mixcritic evaluate data --model builtin
+      mixcritic evaluate data --baseline loudness --json > loudness.json
     """
     from mixcritic import console
+    from mixcritic.errors import MixcriticError
     from mixcritic.evaluate import EvaluateConfig, evaluate as run_evaluation
+
+    if out is not None and out.exists() and not out.is_dir():
+        raise MixcriticError(f"--out {out}: is a file, not a folder; give a folder for the report (new, or one to resume)")
 
     config = EvaluateConfig(
         data_dir=data, model_dir=model, baseline=baseline, split=split, limit=limit, seed=seed,
         out_dir=out, batch_size=batch_size, device=device,
     )
+    from mixcritic.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun: rank 0 shows progress and prints the report
+        run_evaluation(config, warn=console.warn)
+        return
     with _progress_bars() as progress:
         report = run_evaluation(config, progress=progress, warn=console.warn)
     if as_json:
+        if report["predictor"].get("wiring_only"):
+            console.warn(WIRING_ONLY_CAVEAT)
         print_json(report)
         return
     _print_report(report, console.stdout)
@@ -86,14 +105,34 @@ def evaluate(
 
 @contextlib.contextmanager
 def _progress_bars() -> Iterator:
-    """A ``progress(iterable, total, description)`` function drawing Rich bars on stderr."""
+    """A ``progress(iterable, total, description)`` function drawing Rich bars on stderr.
+
+    Until the first bar starts, a transient spinner with the elapsed time shows that the data and
+    the critic are loading. An item that is a list (a batch of clips) advances its bar by its
+    length, so the bar counts clips when ``total`` does."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from mixcritic.console import stderr
+    from mixcritic.console import spinner, stderr
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=False) as bars:
-        yield lambda items, total, description: bars.track(items, total=total, description=description)
+    bars = Progress(*columns, console=stderr, transient=False)
+    loading = contextlib.ExitStack()
+    loading.enter_context(spinner("Loading the data and the critic"))
+
+    def track(items, total, description):
+        loading.close()
+        bars.start()  # idempotent
+        task = bars.add_task(description, total=total)
+        for item in items:
+            yield item
+            bars.advance(task, len(item) if isinstance(item, list) else 1)
+
+    try:
+        yield track
+    finally:
+        loading.close()
+        if bars.live.is_started:
+            bars.stop()
 
 
 def _pct(value) -> str:
@@ -158,11 +197,41 @@ def _confusion_table(confusion: dict) -> "Table":
     return table
 
 
+WIRING_ONLY_CAVEAT = (
+    "this run was trained with the tiny preset to check the wiring: its scores are near chance and say nothing "
+    "about what a trained critic can do"
+)
+
+
+def _reliability_table(calibration: dict) -> "Table":
+    """Confidence bins: answers, mean confidence, how often right (Both)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="Reliability (confidence bins; a calibrated critic has accuracy = confidence)",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in ("confidence", "N", "mean confidence", "accuracy"):
+        table.add_column(header, justify="right")
+    for row in calibration["reliability"]:
+        if row["count"]:
+            table.add_row(f"{row['low']:.1f}-{row['high']:.1f}", str(row["count"]), _pct(row["mean_confidence"]), _pct(row["accuracy"]))
+    return table
+
+
 def _print_report(report: dict, out) -> None:
+    from rich.text import Text
+
     from mixcritic.reference import DERIVED
 
     metrics, paper, predictor = report["metrics"], report["paper"], report["predictor"]
-    who = f"model {predictor['run_dir']}" if predictor.get("run_dir") else f"baseline {predictor.get('name')}"
+    if predictor.get("critic"):
+        out.print(Text(predictor["critic"]), soft_wrap=True)
+    if predictor.get("wiring_only"):
+        out.print(Text(f"Caveat: {WIRING_ONLY_CAVEAT}.", style="bold yellow"), soft_wrap=True)
+    if predictor.get("name") == "builtin":
+        who = "built-in critic"
+    else:
+        who = f"model {predictor['run_dir']}" if predictor.get("run_dir") else f"baseline {predictor.get('name')}"
     out.print(
         f"[bold]{who}[/bold] on {report['data']['dir']} split {report['data']['split']}: "
         f"{metrics['n']} clips ({metrics['n_flawed']} flawed)"
@@ -186,5 +255,13 @@ def _print_report(report: dict, out) -> None:
         f"Flaw claims naming the anchor stem (always wrong): {metrics['anchor_named']['count']} "
         f"({_pct(metrics['anchor_named']['share_of_claims'])})."
     )
+    calibration = report.get("calibration")
+    if calibration:
+        out.print(_reliability_table(calibration))
+        out.print(
+            f"Calibration of the {calibration['n']} confidences: expected calibration error "
+            f"{_pct(calibration['expected_calibration_error'])} (mean confidence {_pct(calibration['mean_confidence'])}, "
+            f"accuracy {_pct(calibration['accuracy'])}; right = stem and direction both right). The paper gives no confidence."
+        )
     for note in report.get("notes", []):
         out.print(f"[yellow]Note:[/yellow] {note}")

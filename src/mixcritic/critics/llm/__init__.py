@@ -55,11 +55,13 @@ def base_sources(settings: "CriticSettings") -> tuple[str, str]:
     return settings.encoder_source, settings.llm_source
 
 
-def build_critic(settings: "CriticSettings", device: str = "cpu", encoder=None, llm=None, tokenizer=None, training: bool = False) -> "MixCritic":
+def build_critic(settings: "CriticSettings", device: str = "cpu", encoder=None, llm=None, tokenizer=None,
+                 training: bool = False, seed: int = 0) -> "MixCritic":
     """Assemble a :class:`MixCritic` from its settings with a fresh projector and LoRA adapter.
 
     ``encoder`` / ``llm`` / ``tokenizer`` may be passed already loaded (e.g. shared between runs);
-    ``llm`` must then be the bare base model (the adapter is added here).
+    ``llm`` must then be the bare base model (the adapter is added here). ``seed`` seeds the
+    initialisation of the projector and the adapter (``train --seed``).
     """
     import torch
 
@@ -75,7 +77,7 @@ def build_critic(settings: "CriticSettings", device: str = "cpu", encoder=None, 
     if llm is None:
         llm = load_llm(llm_source, device, settings.quantize_4bit)
     lora = LoraSettings(settings.lora_r, settings.lora_alpha, settings.lora_dropout)
-    torch.manual_seed(0)  # the fresh projector / adapter init is reproducible
+    torch.manual_seed(seed)  # the fresh projector / adapter init is reproducible and follows --seed
     peft_llm = add_lora(llm, lora, gradient_checkpointing=training and settings.gradient_checkpointing)
     config = encoder.config
     critic = MixCritic(encoder, peft_llm, tokenizer, settings, config.hidden_size, config.num_hidden_layers + 1)

@@ -54,7 +54,7 @@ def is_complete(folder: Path) -> bool:
 
 def read_settings(folder: Path) -> "CriticSettings":
     """The CriticSettings stored in a checkpoint folder."""
-    from mixcritic.critics.llm.critic import CriticSettings
+    from mixcritic.critics.llm.settings import CriticSettings
 
     file = folder / SETTINGS_FILE
     if not file.is_file():

@@ -9,14 +9,14 @@ Loss = LM cross-entropy on the answer tokens + ``aux_loss_weight`` x :func:`norm
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from mixcritic.errors import ModelError
-from mixcritic.labels import DEFAULT_TARGET_LUFS, MODEL_SAMPLE_RATE_HZ
 from mixcritic.critics.llm.encoder import frames_for_samples, hidden_states
+from mixcritic.critics.llm.settings import SETTINGS_VERSION, CriticSettings  # noqa: F401 - re-exported
 from mixcritic.critics.llm.projector import (
     FeatureStandardizer,
     LayerWeights,
@@ -25,92 +25,6 @@ from mixcritic.critics.llm.projector import (
     pool_frames,
     pooled_frame_count,
 )
-
-SETTINGS_VERSION = 1
-
-
-@dataclass(frozen=True)
-class CriticSettings:
-    """Everything needed to rebuild a trained model and feed it exactly like in training."""
-
-    encoder_source: str
-    """MERT hub id (e.g. m-a-p/MERT-v1-330M) or local snapshot directory."""
-    llm_source: str
-    """Qwen2 hub id (e.g. Qwen/Qwen2-7B-Instruct) or local directory."""
-    quantize_4bit: bool = True
-    """Load the LLM in 4-bit NF4 with double quantisation (QLoRA)."""
-    lora_r: int = 16
-    """LoRA rank."""
-    lora_alpha: int = 32
-    """LoRA alpha (scale alpha / r)."""
-    lora_dropout: float = 0.05
-    """LoRA dropout."""
-    projector_hidden: int = 2048
-    """Width of the projector's hidden layers."""
-    projector_depth: int = 4
-    """Hidden layers of the projector (Linear, ReLU, LayerNorm, Dropout each)."""
-    projector_dropout: float = 0.1
-    """Dropout in the projector."""
-    audio_pool: int = 1
-    """Average this many consecutive encoder frames before the projector (1 = paper, 75 Hz)."""
-    aux_loss_weight: float = 0.05
-    """Weight of the embedding-norm matching loss."""
-    standardize_clips: int = 0
-    """Standardise the encoder's hidden states per dimension with statistics fitted on this many
-    training clips before training (0 = off, as in the paper)."""
-    sample_rate_hz: int = MODEL_SAMPLE_RATE_HZ
-    """Audio sample rate the encoder expects."""
-    segment_s: float = 10.0
-    """Clip length used in training; critique cuts songs into segments of this length."""
-    target_lufs: float = DEFAULT_TARGET_LUFS
-    """Integrated loudness each clip is normalised to before encoding."""
-    normalize_input: bool = True
-    """Zero-mean unit-variance scaling of each clip before MERT (its feature extractor's do_normalize)."""
-    template_version: str = ""
-    """Version of the instruction / response templates the model was trained on."""
-    prompt_version: str = ""
-    """Version of the prompt layout (mixcritic.critics.llm.prompt.PROMPT_VERSION)."""
-    max_new_tokens: int = 64
-    """Generation limit for answers."""
-    gradient_checkpointing: bool = True
-    """Activation checkpointing in the LLM during training."""
-    tiny_spec: dict | None = None
-    """For the tiny preset: the TinySpec that rebuilds the random-init base models."""
-    version: int = SETTINGS_VERSION
-    """Format version of this settings record."""
-
-    def __post_init__(self) -> None:
-        checks = {
-            "audio_pool": self.audio_pool >= 1,
-            "standardize_clips": self.standardize_clips >= 0,
-            "projector_hidden": self.projector_hidden >= 1,
-            "projector_depth": self.projector_depth >= 1,
-            "projector_dropout": 0.0 <= self.projector_dropout < 1.0,
-            "aux_loss_weight": self.aux_loss_weight >= 0.0,
-            "segment_s": self.segment_s > 0,
-            "max_new_tokens": self.max_new_tokens >= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ModelError(f"invalid --{name.replace('_', '-')}: {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict:
-        """JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "CriticSettings":
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer format)."""
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(data) - known)
-        if extra:
-            raise ModelError(f"checkpoint settings have unknown fields {extra}; upgrade mixcritic.")
-        return cls(**data)
-
-    @property
-    def segment_samples(self) -> int:
-        """Samples per clip."""
-        return int(round(self.segment_s * self.sample_rate_hz))
 
 
 @dataclass
@@ -138,7 +52,8 @@ class MixCritic(nn.Module):
         self.feature_norm = FeatureStandardizer(num_states, encoder_hidden) if settings.standardize_clips else None
         llm_hidden = llm.get_input_embeddings().embedding_dim
         self.projector = Projector(
-            encoder_hidden, llm_hidden, settings.projector_hidden, settings.projector_depth, settings.projector_dropout
+            encoder_hidden, llm_hidden, settings.projector_hidden, settings.projector_depth, settings.projector_dropout,
+            settings.projector_activation,
         )
 
     # -- structure -------------------------------------------------------------------------
@@ -204,7 +119,7 @@ class MixCritic(nn.Module):
         lm_loss = causal_lm_loss(out.logits, kept_labels)
         logps = sequence_logps(out.logits, kept_labels) if answer_logps else None
         text_rows = attention_mask.bool() & ~audio_mask.to(self.device)
-        aux = norm_matching_loss(audio_embeds, text_embeds[text_rows])
+        aux = norm_matching_loss(audio_embeds, text_embeds[text_rows], self.settings.aux_loss_norm)
         loss = lm_loss + self.settings.aux_loss_weight * aux
         if answer_logps:  # the DPO stage differentiates through the log-probs and the aux loss
             return CriticOutput(loss, lm_loss.detach(), aux, None, logps)

@@ -145,10 +145,11 @@ class PairDataset:
 class PairCollator:
     """Tokenises each pair's prompt with both answers; adds the stored reference log-probs when known."""
 
-    def __init__(self, tokenizer, n_audio: int, reference: dict | None = None) -> None:
+    def __init__(self, tokenizer, n_audio: int, reference: dict | None = None, system_message: str | None = None) -> None:
         self.tokenizer = tokenizer
         self.n_audio = n_audio
         self.reference = reference
+        self.system_message = system_message
 
     def __call__(self, items: list[dict]) -> dict:
         import numpy as np
@@ -159,7 +160,8 @@ class PairCollator:
         batch = {"audio": torch.from_numpy(np.stack([it["audio"] for it in items]).astype(np.float32)),
                  "ids": [it["id"] for it in items]}
         for side in ("chosen", "rejected"):
-            examples = [build_example(self.tokenizer, it["instruction"], self.n_audio, it[side]) for it in items]
+            examples = [build_example(self.tokenizer, it["instruction"], self.n_audio, it[side], self.system_message)
+                        for it in items]
             for key, value in collate_examples(examples, self.tokenizer.pad_token_id, padding_side="right").items():
                 batch[f"{side}_{key}"] = value
         if self.reference is not None:
@@ -434,8 +436,16 @@ def dpo_critic_settings(sft_folder: Path, request, source):
 
 
 def dpo_train_settings(preset, overrides: tuple):
-    """The preset's TrainSettings with DPO's learning-rate default, then the command's overrides."""
-    return replace(replace(preset, learning_rate=preset.learning_rate * DPO_LR_FACTOR), **dict(overrides))
+    """The preset's TrainSettings with DPO's learning-rate default and no augmentation, then the overrides.
+
+    Training-only augmentation is off: the stored reference log-probs are those of the clean clips.
+    """
+    augment = {"augment_gain_db": 0.0, "augment_noise_snr_db": None, "augment_dc_offset": 0.0}
+    given = sorted(k for k, v in overrides if k in augment and v)
+    if given:
+        raise ModelError(f"{', '.join('--' + k.replace('_', '-') for k in given)}: no augmentation in --stage dpo "
+                         "(the reference log-probs are computed once, on the clean clips); drop the option.")
+    return replace(preset, learning_rate=float(f"{preset.learning_rate * DPO_LR_FACTOR:.6g}"), **augment, **dict(overrides))
 
 
 def check_dpo_resume(resume_from: Path, extras: dict) -> None:
@@ -461,35 +471,54 @@ def run_dpo(request: DpoRequest, source=None) -> dict:
     from transformers.trainer_callback import PrinterCallback
 
     from mixcritic.critics.llm.checkpoint import COMPLETE_MARKER, TRAINED_FILE, mark_complete, read_trained, write_json_atomic
-    from mixcritic.critics.llm.train import preset_settings, prepare_run_dir, rich_progress_callback, summarize, training_arguments
+    from accelerate import PartialState
 
-    device = resolve_device(base.device)
+    from mixcritic.console import warn
+    from mixcritic.critics.llm.train import (
+        pin_single_device,
+        prepare_run_dir,
+        preset_settings,
+        rich_progress_callback,
+        single_process_device,
+        summarize,
+        training_arguments,
+    )
+
+    device, note = single_process_device(resolve_device(base.device))
     train = dpo_train_settings(preset_settings(base.preset)[0], base.train_overrides)
     settings = dpo_critic_settings(sft_folder, request, source)
     out_dir = Path(base.out_dir)
     train_set, eval_set = pair_datasets(source, train, request.dpo, settings.segment_samples)
     args = training_arguments(train, out_dir, device, eval_set is not None)
     args.label_names = ["chosen_labels", "rejected_labels"]
+    pin_single_device(args, device)
+    _ = args.device  # sets up the process group under a launcher
+    if note:
+        warn(note)
     sft_hash = file_sha256(sft_folder / TRAINED_FILE)
+    sft_config = json.loads((sft_folder / "mixcritic.json").read_text())
     extras = {"run_train_settings": asdict(train), "run_data_dir": str(Path(base.data_dir).resolve()), "run_stage": "dpo",
+              "run_preset": sft_config.get("run_preset", base.preset),
               "run_sft_model": str(sft_folder.resolve()),
               "run_dpo": {"beta": request.dpo.beta, "rejected_kinds": list(request.dpo.rejected_kinds), "sft_trained_sha256": sft_hash}}
-    resume_from = prepare_run_dir(out_dir, base.resume, settings)
+    resume_from = prepare_run_dir(out_dir, base.resume, settings, train, is_main=args.process_index == 0,
+                                  barrier=PartialState().wait_for_everyone)
     if resume_from is not None:
         check_dpo_resume(resume_from, extras)
 
     torch.manual_seed(train.seed)
-    model = build_critic(settings, device, training=True)
+    model = build_critic(settings, device, training=True, seed=train.seed)
     model.load_trained_state(read_trained(sft_folder))  # the reference, and the start of training
     disable_dropout(model)
     n_audio = model.frames_per_clip(settings.segment_samples)
     metadata = {"format": REFERENCE_FORMAT, "sft_trained_sha256": sft_hash}
     reference, reused = reference_table(model, out_dir, [d for d in (train_set, eval_set) if d is not None],
-                                        PairCollator(model.tokenizer, n_audio), train, metadata, bool(args.bf16),
+                                        PairCollator(model.tokenizer, n_audio, None, settings.system_message), train,
+                                        metadata, bool(args.bf16),
                                         args.should_save, base.progress)
     trainer = make_dpo_trainer_class()(
         model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-        data_collator=PairCollator(model.tokenizer, n_audio, reference),
+        data_collator=PairCollator(model.tokenizer, n_audio, reference, settings.system_message),
         callbacks=[rich_progress_callback(base.progress)], run_extras=extras, dpo=request.dpo,
     )
     trainer.remove_callback(PrinterCallback)
@@ -529,3 +558,23 @@ def dpo_summary(history: list[dict], request: DpoRequest, sft_folder: Path, refe
         "last_third_margins": mean(logs[-third:], "rewards/margins"),
         "final_rewards": {k: logs[-1][k] for k in REWARD_KEYS if k.startswith("rewards/")} if logs else None,
     }
+
+
+def show_config(config: dict, request, sft_run: Path | None, dpo: DpoSettings) -> dict:
+    """``train --stage dpo --show-config``: SFT's resolved settings with DPO's training defaults, the
+    SFT run's model settings (what a DPO run keeps), and stage, --from, beta and kinds."""
+    from dataclasses import fields
+
+    from mixcritic.critics.llm.checkpoint import read_settings
+    from mixcritic.critics.llm.train import SHOWN_MODEL_FIELDS, SHOWN_NAMES, preset_settings
+
+    train = dpo_train_settings(preset_settings(request.preset)[0], request.train_overrides)
+    shown = {"preset": config.get("preset"), "stage": "dpo", "from": str(sft_run) if sft_run else None,
+             "beta": dpo.beta, "rejected_kinds": list(dpo.rejected_kinds) or "all"}
+    shown |= {k: v for k, v in config.items() if k not in shown}
+    shown |= {SHOWN_NAMES.get(f.name, f.name): getattr(train, f.name) for f in fields(train)}
+    if sft_run is not None:
+        model = replace(read_settings(sft_model_folder(sft_run)), **{k: v for k, v in request.model_overrides
+                                                                      if k in MODEL_OPTIONS_ALLOWED}).to_dict()
+        shown |= {SHOWN_NAMES.get(k, k): model[k] for k in SHOWN_MODEL_FIELDS if k in model}
+    return shown

@@ -42,6 +42,8 @@ IGNORED_MERT_FIELDS = {
     "dtype": "metadata",
     "tokenizer_class": "metadata (MERT has no tokenizer)",
     "gradient_checkpointing": "training setting, irrelevant for a frozen encoder",
+    "feat_extract_dropout": "pre-training only: dropout on the conv features, inactive in eval mode "
+    "(older HubertConfig field, absent from transformers 5.x)",
 }
 """MERT config.json fields that are not HubertConfig fields, with the reason each is safe to drop."""
 

@@ -17,6 +17,9 @@ QWEN_HUB_ID = "Qwen/Qwen2-7B-Instruct"
 END_OF_TURN = "<|im_end|>"
 """The chat template's end-of-turn token: trained as the last label, stops generation."""
 
+END_OF_TEXT = "<|endoftext|>"
+"""Qwen2's end-of-text token (also its pad token): stops generation too."""
+
 
 @dataclass(frozen=True)
 class LoraSettings:
@@ -134,7 +137,10 @@ def enable_checkpointing(model) -> None:
 
 
 def quiet_transformers() -> None:
-    """Hide transformers' per-load progress bars and info logs (mixcritic shows its own progress)."""
+    """Hide transformers' per-load progress bars and info logs (mixcritic shows its own progress).
+
+    Warnings stay visible: a checkpoint with missing or unexpected LLM weights must not load silently.
+    """
     import warnings
 
     from transformers.utils import logging
@@ -142,7 +148,7 @@ def quiet_transformers() -> None:
     # transformers 5.x renames gradient_checkpointing -> activation_checkpointing; peft still calls the old names
     warnings.filterwarnings("ignore", message=r".*is deprecated and will be removed in v6.*", category=FutureWarning)
     logging.disable_progress_bar()
-    logging.set_verbosity_error()
+    logging.set_verbosity_warning()
 
 
 def add_lora(model, lora: LoraSettings, gradient_checkpointing: bool):

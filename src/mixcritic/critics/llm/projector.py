@@ -2,13 +2,18 @@
 
 Paper, section III-B: a softmax-weighted average of MERT's 25 hidden states, then an MLP
 1024 -> 4 x (Linear 2048, ReLU, LayerNorm, Dropout 0.1) -> LLM hidden size, no residuals,
-trained with an auxiliary loss of weight 0.05.
+trained with an auxiliary loss of weight 0.05. The authors' published run differs (widths
+2048, 4096, 4096, 2048 with GELU; aux norms divided by d): both are settings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+from mixcritic.critics.llm.settings import AUX_LOSS_NORMS, PROJECTOR_ACTIVATIONS
 
 class LayerWeights(nn.Module):
     """Softmax-normalised learnable weights over the encoder's hidden states (uniform at start)."""
@@ -78,15 +83,21 @@ def pooled_frame_count(frames: int, pool: int) -> int:
 
 
 class Projector(nn.Module):
-    """MLP from encoder width to LLM width: ``depth`` x (Linear, ReLU, LayerNorm, Dropout), then Linear."""
+    """MLP from encoder width to LLM width: one (Linear, activation, LayerNorm, Dropout) block per
+    hidden width, then Linear. ``hidden_dim``: a list of widths, or one width used ``depth`` times."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, depth: int = 4, dropout: float = 0.1) -> None:
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | Sequence[int] = 2048, depth: int = 4,
+                 dropout: float = 0.1, activation: str = "relu") -> None:
         super().__init__()
+        if activation not in PROJECTOR_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {PROJECTOR_ACTIVATIONS}, got {activation!r}")
+        widths = [hidden_dim] * depth if isinstance(hidden_dim, int) else list(hidden_dim)
         layers: list[nn.Module] = []
         width = in_dim
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden_dim), nn.ReLU(), nn.LayerNorm(hidden_dim), nn.Dropout(dropout)]
-            width = hidden_dim
+        for hidden in widths:
+            act = nn.ReLU() if activation == "relu" else nn.GELU()
+            layers += [nn.Linear(width, hidden), act, nn.LayerNorm(hidden), nn.Dropout(dropout)]
+            width = hidden
         layers.append(nn.Linear(width, out_dim))
         self.net = nn.Sequential(*layers)
 
@@ -95,21 +106,25 @@ class Projector(nn.Module):
         return self.net(frames)
 
 
-def mean_rms_norm(vectors: torch.Tensor) -> torch.Tensor:
-    """Mean over vectors of the per-dimension L2 norm ``||v||_2 / sqrt(dim)`` (the RMS of each vector).
+def mean_rms_norm(vectors: torch.Tensor, norm: str = "sqrt_d") -> torch.Tensor:
+    """Mean over vectors of the scaled L2 norm: ``||v||_2 / sqrt(dim)`` (the RMS of each vector,
+    ``norm="sqrt_d"``) or ``||v||_2 / dim`` (``norm="d"``, the authors' published run).
 
     ``vectors``: (..., dim). Returns a scalar.
     """
+    if norm not in AUX_LOSS_NORMS:
+        raise ValueError(f"norm must be one of {AUX_LOSS_NORMS}, got {norm!r}")
     dim = vectors.shape[-1]
-    return (vectors.float().norm(dim=-1) / dim**0.5).mean()
+    return (vectors.float().norm(dim=-1) / (dim**0.5 if norm == "sqrt_d" else dim)).mean()
 
 
-def norm_matching_loss(audio_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+def norm_matching_loss(audio_embeds: torch.Tensor, text_embeds: torch.Tensor, norm: str = "sqrt_d") -> torch.Tensor:
     """Auxiliary loss: squared difference of the mean per-dimension L2 norms of audio vs. text embeddings.
 
-    ``aux = (mean_rms_norm(audio) - mean_rms_norm(text).detach()) ** 2``. It pulls the projected
+    ``aux = (mean_rms_norm(audio, norm) - mean_rms_norm(text, norm).detach()) ** 2``. It pulls the projected
     audio embeddings to the scale of the LLM's own token embeddings; the text side is detached so
     the (frozen) embedding table is never pushed towards the audio. Example: audio vectors of all
-    ones (norm 1 per dimension) and text vectors of all twos (norm 2) give aux = 1.0.
+    ones (norm 1 per dimension) and text vectors of all twos (norm 2) give aux = 1.0 with "sqrt_d";
+    with "d" each side is a further sqrt(dim) smaller, so aux = 1 / dim.
     """
-    return (mean_rms_norm(audio_embeds) - mean_rms_norm(text_embeds).detach()) ** 2
+    return (mean_rms_norm(audio_embeds, norm) - mean_rms_norm(text_embeds, norm).detach()) ** 2

@@ -1,6 +1,7 @@
 """Prompt layout: the tokenizer's own chat template with the audio spliced into the user turn.
 
-The user message is ``"<|audio|>\\n" + instruction``. The rendered prompt is split at the
+An optional system turn comes first (None: the chat template's own default). The user message
+is ``"<|audio|>\\n" + instruction``. The rendered prompt is split at the
 placeholder string; both halves are tokenised on their own and ``n_audio`` positions are left
 between them for the projected audio frames (marked in ``audio_mask``). The placeholder is never
 a token, so the LLM's vocabulary and embedding table stay untouched. Labels cover only the
@@ -41,10 +42,16 @@ def user_message(instruction: str) -> str:
     return f"{AUDIO_PLACEHOLDER}\n{instruction}"
 
 
-def prompt_token_parts(tokenizer, instruction: str) -> tuple[list[int], list[int]]:
+def chat_messages(instruction: str, system_message: str | None = None) -> list[dict]:
+    """The conversation: an optional system turn (None = the chat template's default), then the user turn."""
+    system = [{"role": "system", "content": system_message}] if system_message else []
+    return system + [{"role": "user", "content": user_message(instruction)}]
+
+
+def prompt_token_parts(tokenizer, instruction: str, system_message: str | None = None) -> tuple[list[int], list[int]]:
     """Token ids before and after the audio placeholder, ending with the assistant header."""
     text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": user_message(instruction)}], tokenize=False, add_generation_prompt=True
+        chat_messages(instruction, system_message), tokenize=False, add_generation_prompt=True
     )
     before, found, after = text.partition(AUDIO_PLACEHOLDER)
     if not found or AUDIO_PLACEHOLDER in after:
@@ -58,9 +65,14 @@ def answer_token_ids(tokenizer, answer: str) -> list[int]:
     return tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids(END_OF_TURN)]
 
 
-def build_example(tokenizer, instruction: str, n_audio: int, answer: str | None = None) -> Example:
-    """Tokenise one prompt (and answer, for training) with ``n_audio`` audio positions."""
-    before, after = prompt_token_parts(tokenizer, instruction)
+def build_example(tokenizer, instruction: str, n_audio: int, answer: str | None = None,
+                  system_message: str | None = None) -> Example:
+    """Tokenise one prompt (and answer, for training) with ``n_audio`` audio positions.
+
+    ``system_message``: the system turn (the run's ``CriticSettings.system_message``); None keeps
+    the chat template's default system turn.
+    """
+    before, after = prompt_token_parts(tokenizer, instruction, system_message)
     ids = before + [tokenizer.pad_token_id] * n_audio + after
     audio = [False] * len(before) + [True] * n_audio + [False] * len(after)
     labels = [IGNORE_INDEX] * len(ids)

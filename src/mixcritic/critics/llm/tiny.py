@@ -78,7 +78,13 @@ class TinySpec:
 
 
 def mert_style_config(spec: TinySpec) -> dict:
-    """A config.json dict shaped like MERT-v1-330M's (same extra fields), with tiny sizes."""
+    """A config.json dict shaped like MERT-v1-330M's (same fields, same front end), with tiny sizes.
+
+    Mirrors MERT-v1-330M where it matters for loading: ``feat_extract_norm`` "group" (group norm
+    in the first conv layer only), ``conv_bias`` false, pre-norm ("stable layer norm") layers,
+    and the fields its config.json carries that HubertConfig does not (``attention_relax``,
+    ``feature_extractor_cqt*``, ``deepnorm``, the pre-training-only ``feat_extract_dropout``).
+    """
     return {
         "architectures": ["MERTModel"],
         "auto_map": {"AutoConfig": "configuration_MERT.MERTConfig", "AutoModel": "modeling_MERT.MERTModel"},
@@ -93,21 +99,43 @@ def mert_style_config(spec: TinySpec) -> dict:
         "num_hidden_layers": spec.encoder_layers,
         "num_attention_heads": spec.encoder_heads,
         "intermediate_size": 2 * spec.encoder_hidden,
+        "hidden_act": "gelu",
         "conv_dim": [spec.encoder_conv_channels] * 7,
         "conv_kernel": list(MERT_CONV_KERNELS),
         "conv_stride": list(MERT_CONV_STRIDES),
-        "conv_bias": True,
-        "feat_extract_norm": "layer",
+        "conv_bias": False,
+        "feat_extract_norm": "group",
+        "feat_extract_activation": "gelu",
+        "feat_extract_dropout": 0.0,
         "do_stable_layer_norm": True,
         "feat_proj_layer_norm": True,
+        "feat_proj_dropout": 0.0,
         "num_conv_pos_embeddings": 16,
         "num_conv_pos_embedding_groups": 2,
+        "num_feat_extract_layers": 7,
         "hidden_dropout": 0.1,
         "attention_dropout": 0.1,
         "activation_dropout": 0.0,
+        "final_dropout": 0.1,
         "layerdrop": 0.1,
+        "apply_spec_augment": True,
         "mask_time_prob": 0.05,
+        "mask_time_length": 10,
+        "mask_time_min_masks": 2,
+        "mask_feature_prob": 0.0,
+        "mask_feature_length": 10,
+        "mask_feature_min_masks": 0,
+        "ctc_loss_reduction": "sum",
+        "ctc_zero_infinity": False,
+        "use_weighted_layer_sum": False,
+        "classifier_proj_size": 256,
+        "initializer_range": 0.02,
         "layer_norm_eps": 1e-5,
+        "vocab_size": 32,
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "gradient_checkpointing": False,
         "transformers_version": "4.25.1",
         "torch_dtype": "float32",
     }
@@ -289,7 +317,7 @@ def pretrain_on_templates(model, tokenizer, spec: TinySpec, batch_size: int = 16
 
 def spec_key(spec: TinySpec) -> str:
     """Cache key of a tiny base: spec + tokenizer corpus (so a template change rebuilds it)."""
-    payload = json.dumps({"spec": asdict(spec), "corpus": tokenizer_corpus(), "layout": 1}, sort_keys=True)
+    payload = json.dumps({"spec": asdict(spec), "corpus": tokenizer_corpus(), "layout": 2}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -23,7 +23,17 @@ from typing import Any
 
 from mixcritic.errors import DatasetError, ModelError
 
-PRESETS = ("paper", "tiny")
+PRESETS = ("paper", "paper-run", "tiny")
+
+AUTHORS_SYSTEM_MESSAGE = (
+    "You are a mixing engineer. You are given a segment of a track and you need to provide gain balancing advice."
+)
+"""The system message of the authors' published run (``paper-run``)."""
+
+RESUME_LOCKED = {"batch_size": "--batch-size", "grad_accum": "--grad-accum", "learning_rate": "--lr",
+                 "epochs": "--epochs", "lr_scheduler": "--lr-scheduler", "warmup_steps": "--warmup-steps"}
+"""Training settings that ``--resume`` refuses to change (they change what a step or the schedule
+means), with their option names. ``--max-steps`` may change: it extends or shortens a run."""
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "valid"
 
@@ -66,8 +76,20 @@ class TrainSettings:
     """Seed for initialisation and data order."""
     bf16: bool = True
     """bf16 autocast where the device supports it (CUDA with bf16); ignored elsewhere."""
+    augment_gain_db: float = 0.0
+    """Training only: a random gain, uniform in +-N dB, on each clip after loudness normalisation (0 = off)."""
+    augment_noise_snr_db: list | None = None
+    """Training only: white noise at a random SNR, uniform in [low, high] dB (None = off)."""
+    augment_dc_offset: float = 0.0
+    """Training only: a random DC offset, uniform in +-N (full scale 1.0; 0 = off)."""
 
     def __post_init__(self) -> None:
+        snr = self.augment_noise_snr_db
+        if snr is not None:
+            snr = [float(v) for v in snr]
+            if len(snr) != 2 or snr[0] > snr[1]:
+                raise ModelError(f"invalid --augment-noise-snr-db: {self.augment_noise_snr_db!r}; give LOW,HIGH, e.g. 40,60")
+            object.__setattr__(self, "augment_noise_snr_db", snr)
         rules = {
             "epochs": self.epochs > 0,
             "learning_rate": self.learning_rate > 0,
@@ -83,6 +105,8 @@ class TrainSettings:
             "max_steps": self.max_steps == -1 or self.max_steps >= 1,
             "max_eval_samples": self.max_eval_samples >= 1,
             "workers": self.workers >= 0,
+            "augment_gain_db": self.augment_gain_db >= 0,
+            "augment_dc_offset": self.augment_dc_offset >= 0,
         }
         for name, ok in rules.items():
             if not ok:
@@ -92,7 +116,11 @@ class TrainSettings:
 def preset_settings(preset: str) -> tuple[TrainSettings, dict]:
     """(TrainSettings, model-settings dict) of a preset.
 
-    ``paper``: the paper's recipe on MERT-v1-330M + Qwen2-7B-Instruct (4-bit).
+    ``paper``: the paper's text on MERT-v1-330M + Qwen2-7B-Instruct (4-bit).
+    ``paper-run``: the authors' published run (their repository's "gelu r16a32" configs, whose
+    evaluation equals the paper's tables): GELU projector 2048-4096-4096-2048, aux loss 0.1 on
+    norms / d, LoRA dropout 0.1, lr 1e-5 cosine, wd 0.05, clip 1.0, batch 16 x 4, 10 epochs,
+    seed 42, training-only augmentation and their system message.
     ``tiny``: the same code on tiny random-init models on CPU in about a minute: a much larger
     learning rate (random tiny models learn nothing at 1e-5 in 60 steps), no accumulation, and
     ``audio_pool`` 4 (187 instead of 749 audio positions: ~2x faster steps on a CPU).
@@ -102,6 +130,17 @@ def preset_settings(preset: str) -> tuple[TrainSettings, dict]:
 
     if preset == "paper":
         return TrainSettings(), {"encoder_source": MERT_HUB_ID, "llm_source": QWEN_HUB_ID}
+    if preset == "paper-run":
+        train = TrainSettings(
+            epochs=10.0, learning_rate=1e-5, weight_decay=0.05, batch_size=16, grad_accum=4, max_grad_norm=1.0,
+            lr_scheduler="cosine", warmup_steps=0, seed=42, bf16=True,
+            augment_gain_db=3.0, augment_noise_snr_db=[40.0, 60.0], augment_dc_offset=0.005,
+        )
+        return train, {
+            "encoder_source": MERT_HUB_ID, "llm_source": QWEN_HUB_ID, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1,
+            "projector_hidden": [2048, 4096, 4096, 2048], "projector_activation": "gelu", "projector_dropout": 0.1,
+            "aux_loss_weight": 0.1, "aux_loss_norm": "d", "system_message": AUTHORS_SYSTEM_MESSAGE,
+        }
     if preset == "tiny":
         train = TrainSettings(
             epochs=1.0, learning_rate=3e-3, weight_decay=0.0, batch_size=4, grad_accum=1, max_grad_norm=1.0,
@@ -115,12 +154,18 @@ def preset_settings(preset: str) -> tuple[TrainSettings, dict]:
 # -- data ------------------------------------------------------------------------------------
 
 class ClipDataset:
-    """Torch map-style dataset: renders each record's mix on the fly (normalised) with its texts."""
+    """Torch map-style dataset: renders each record's mix on the fly (normalised) with its texts.
 
-    def __init__(self, source, records: list[dict], samples: int) -> None:
+    ``augment``: the training split's augmentation settings (gain, noise, DC offset), drawn anew
+    for every item from torch's RNG (seeded per DataLoader worker, saved in checkpoints); None
+    for validation and evaluation.
+    """
+
+    def __init__(self, source, records: list[dict], samples: int, augment: "TrainSettings | None" = None) -> None:
         self.source = source
         self.records = records
         self.samples = samples
+        self.augment = augment if augment is not None and augmentation_enabled(augment) else None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -133,15 +178,34 @@ class ClipDataset:
                 f"sample {record.get('id')} renders {audio.shape} samples, expected ({self.samples},); "
                 "all clips of a dataset must have the training segment length."
             )
+        if self.augment is not None:
+            audio = self.augmented(audio)
         return {"audio": audio, "instruction": record["instruction"], "response": record["response"]}
+
+    def augmented(self, audio):
+        """One random draw of the augmentation applied to ``audio``."""
+        import numpy as np
+        import torch
+
+        from mixcritic.critics.llm.augment import random_augmentation
+
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        a = self.augment
+        return random_augmentation(audio, rng, a.augment_gain_db, a.augment_noise_snr_db, a.augment_dc_offset)
+
+
+def augmentation_enabled(train: "TrainSettings") -> bool:
+    """True when any training augmentation is on."""
+    return train.augment_gain_db > 0 or train.augment_noise_snr_db is not None or train.augment_dc_offset > 0
 
 
 class CriticCollator:
-    """Tokenises prompts with ``n_audio`` audio positions and stacks the clips."""
+    """Tokenises prompts (with the run's system message) with ``n_audio`` audio positions and stacks the clips."""
 
-    def __init__(self, tokenizer, n_audio: int) -> None:
+    def __init__(self, tokenizer, n_audio: int, system_message: str | None = None) -> None:
         self.tokenizer = tokenizer
         self.n_audio = n_audio
+        self.system_message = system_message
 
     def __call__(self, items: list[dict]) -> dict:
         import numpy as np
@@ -149,7 +213,8 @@ class CriticCollator:
 
         from mixcritic.critics.llm.prompt import build_example, collate_examples
 
-        examples = [build_example(self.tokenizer, it["instruction"], self.n_audio, it["response"]) for it in items]
+        examples = [build_example(self.tokenizer, it["instruction"], self.n_audio, it["response"],
+                                  system_message=self.system_message) for it in items]
         batch = collate_examples(examples, self.tokenizer.pad_token_id, padding_side="right")
         batch["audio"] = torch.from_numpy(np.stack([it["audio"] for it in items]).astype(np.float32))
         return batch
@@ -407,7 +472,7 @@ class TrainRequest:
     out_dir: Path
     """Run folder: checkpoints, final model/, train_summary.json."""
     preset: str = "tiny"
-    """paper or tiny."""
+    """paper, paper-run or tiny."""
     train_overrides: tuple = ()
     """(name, value) pairs replacing TrainSettings fields."""
     model_overrides: tuple = ()
@@ -420,33 +485,112 @@ class TrainRequest:
     """Show a Rich progress bar on stderr."""
 
 
-def resolve_settings(request: TrainRequest, source) -> tuple[TrainSettings, Any]:
-    """Preset + overrides + the dataset's audio settings -> (TrainSettings, CriticSettings)."""
-    from mixcritic.critics.llm.critic import CriticSettings
+def resolve_settings(request: TrainRequest, source, inspect_sources: bool = True) -> tuple[TrainSettings, Any]:
+    """Preset + overrides + the dataset's audio settings -> (TrainSettings, CriticSettings).
+
+    ``inspect_sources``: build the tiny base models when the tiny preset needs them and read the
+    encoder snapshot's ``do_normalize``. False for ``--show-config``, which must write nothing
+    and load nothing (the settings then show the preset's sources as they are).
+    """
+    from mixcritic.critics.llm import resolve_device
+    from mixcritic.critics.llm.settings import CriticSettings
     from mixcritic.critics.llm.prompt import PROMPT_VERSION
 
     train, model = preset_settings(request.preset)
     train = replace(train, **dict(request.train_overrides))
     model = model | dict(request.model_overrides) | dataset_audio_settings(source) | {"prompt_version": PROMPT_VERSION}
-    if request.preset == "tiny" and not ({"encoder_source", "llm_source"} & set(dict(request.model_overrides))):
-        from mixcritic.critics.llm.tiny import TinySpec, ensure_tiny_base
+    if inspect_sources:
+        if request.preset == "tiny" and not ({"encoder_source", "llm_source"} & set(dict(request.model_overrides))):
+            from mixcritic.critics.llm.tiny import TinySpec, ensure_tiny_base
 
-        spec = TinySpec(**(model.get("tiny_spec") or {}))
-        mert_dir, llm_dir = ensure_tiny_base(spec)
-        model |= {"encoder_source": str(mert_dir), "llm_source": str(llm_dir), "tiny_spec": asdict(spec)}
+            spec = TinySpec(**(model.get("tiny_spec") or {}))
+            mert_dir, llm_dir = ensure_tiny_base(spec)
+            model |= {"encoder_source": str(mert_dir), "llm_source": str(llm_dir), "tiny_spec": asdict(spec)}
+        flag = snapshot_normalize_flag(model["encoder_source"])
+        if flag is not None:
+            model["normalize_input"] = flag
+        model["autocast_bf16"] = uses_bf16(train, resolve_device(request.device))
+    else:
+        for key in ("encoder_source", "llm_source"):
+            model.setdefault(key, "tiny random-init model (built on first use)")
     return train, CriticSettings(**model)
 
 
-def check_resume_compatible(run_dir: Path, settings) -> None:
-    """Refuse to resume a run with different model settings (it would load mismatched tensors)."""
-    from mixcritic.critics.llm.checkpoint import read_settings
+SHOWN_NAMES = {"learning_rate": "lr", "encoder_source": "encoder", "llm_source": "llm"}
+"""Settings whose option name differs from the field name (``--lr``, ``--encoder``, ``--llm``)."""
 
-    previous = read_settings(run_dir).to_dict()
+SHOWN_MODEL_FIELDS = ("encoder_source", "llm_source", "quantize_4bit", "audio_pool", "lora_r", "lora_alpha",
+                      "lora_dropout", "projector_hidden", "projector_activation", "projector_dropout",
+                      "aux_loss_weight", "aux_loss_norm", "standardize_clips", "gradient_checkpointing", "system_message")
+"""CriticSettings fields that are ``train`` options (the rest come from the dataset or the code)."""
+
+
+def resolved_config(request: TrainRequest, source=None) -> dict:
+    """The settings a ``train`` command would use, after preset and overrides, keyed by option name
+    in snake_case (``lr``, ``batch_size``, ``projector_hidden`` as a list, ...). Loads no model and
+    writes nothing (``train --show-config``); ``quantize_4bit`` is the ``--4bit`` option."""
+    if source is None:
+        from mixcritic.dataset import open_dataset
+
+        source = open_dataset(request.data_dir)
+    train, settings = resolve_settings(request, source, inspect_sources=False)
+    model = settings.to_dict()
+    shown = {"preset": request.preset}
+    shown |= {SHOWN_NAMES.get(k, k): v for k, v in asdict(train).items()}
+    shown |= {SHOWN_NAMES.get(k, k): model[k] for k in SHOWN_MODEL_FIELDS}
+    return shown
+
+
+def snapshot_normalize_flag(source: str) -> bool | None:
+    """The encoder snapshot's ``do_normalize`` (preprocessor_config.json), None when the snapshot is
+    not available here (loading reports that with the fix)."""
+    from mixcritic.critics.llm.encoder import read_normalize_flag, resolve_model_dir
+
+    try:
+        return read_normalize_flag(resolve_model_dir(source))
+    except ModelError:
+        return None
+
+
+def uses_bf16(train: TrainSettings, device: str) -> bool:
+    """Whether training runs under bf16 autocast: asked for, on a CUDA device that supports it."""
+    import torch
+
+    return bool(train.bf16 and device.startswith("cuda") and torch.cuda.is_bf16_supported())
+
+
+def check_resume_compatible(checkpoint: Path, settings, train: TrainSettings | None = None) -> None:
+    """Refuse to resume a run with different model settings (it would load mismatched tensors) or a
+    different batch size, accumulation, learning rate, epochs or schedule (``RESUME_LOCKED``)."""
+    from mixcritic.critics.llm.checkpoint import SETTINGS_FILE, read_settings
+
+    previous = read_settings(checkpoint).to_dict()
     current = settings.to_dict()
     differing = sorted(k for k in current if previous.get(k) != current[k])
     if differing:
-        raise ModelError(f"--resume: the run in {run_dir.parent} used different settings ({', '.join(differing)}); "
+        raise ModelError(f"--resume: the run in {checkpoint.parent} used different settings ({', '.join(differing)}); "
                          "resume with the same options or start a new --out folder.")
+    if train is None:
+        return
+    stored = json.loads((checkpoint / SETTINGS_FILE).read_text()).get("run_train_settings") or {}
+    changes = [f"{option} was {stored[name]} when the run started, now {getattr(train, name)}"
+               for name, option in RESUME_LOCKED.items() if name in stored and stored[name] != getattr(train, name)]
+    if changes:
+        raise ModelError(f"--resume: {'; '.join(changes)} (in {checkpoint.parent}); resume with the run's values "
+                         "or start a new --out folder.")
+
+
+def check_steps_left(checkpoint: Path, train: TrainSettings | None) -> None:
+    """Refuse to resume a run that already reached ``--max-steps`` (the Trainer would run one step more)."""
+    from mixcritic.critics.llm.checkpoint import CHECKPOINT_PATTERN
+
+    match = CHECKPOINT_PATTERN.match(checkpoint.name)
+    if train is None or train.max_steps < 1 or match is None:
+        return
+    step = int(match.group(1))
+    if step >= train.max_steps:
+        raise ModelError(f"--resume: {checkpoint} is at step {step}, already at --max-steps {train.max_steps}; "
+                         "pass a larger --max-steps to train further.")
 
 
 def drop_incomplete_checkpoints(run_dir: Path) -> list[Path]:
@@ -465,12 +609,61 @@ def drop_incomplete_checkpoints(run_dir: Path) -> list[Path]:
     return dropped
 
 
+# -- devices ---------------------------------------------------------------------------------
+
+def launched() -> bool:
+    """True under torchrun / accelerate launch (they set LOCAL_RANK and WORLD_SIZE)."""
+    import os
+
+    return "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def single_process_device(device: str) -> tuple[str, str | None]:
+    """The one device a process trains on, and a note when GPUs are left idle.
+
+    Without a launcher, a machine with several GPUs still trains on one (``cuda:0``, or the
+    ``--device cuda:N`` asked for): the Trainer would otherwise wrap the 4-bit model in
+    ``DataParallel``, which crashes. The note says how to use all of them.
+    """
+    import torch
+
+    if not device.startswith("cuda"):
+        return device, None
+    if device == "cuda" and not launched():
+        device = "cuda:0"
+    count = torch.cuda.device_count()
+    if launched() or count <= 1:
+        return device, None
+    return device, (
+        f"{count} GPUs found; without a launcher mixcritic trains on {device} only. To train on all {count} "
+        f"(data parallel): torchrun --nproc_per_node {count} -m mixcritic train ... "
+        "(or accelerate launch -m mixcritic train ...)."
+    )
+
+
+def pin_single_device(args, device: str) -> None:
+    """Make the Trainer use exactly ``device`` (``cuda:N``) and no DataParallel, outside a launcher.
+
+    TrainingArguments picks ``cuda:0`` and counts every visible GPU (``n_gpu``); with ``n_gpu > 1``
+    the Trainer wraps the model in ``DataParallel``. Both are overridden here. No effect under a
+    launcher (one GPU per process already) or on CPU / MPS.
+    """
+    import torch
+
+    if not device.startswith("cuda") or launched():
+        return
+    target = torch.device(device if ":" in device else "cuda:0")
+    _ = args.device  # let TrainingArguments set itself up first
+    torch.cuda.set_device(target)
+    args.__dict__["_setup_devices"] = target  # the cached value behind args.device
+    args._n_gpu = 1
+
+
 def training_arguments(train: TrainSettings, out_dir: Path, device: str, has_eval: bool):
     """The Hugging Face TrainingArguments for these settings."""
-    import torch
     from transformers import TrainingArguments
 
-    bf16 = train.bf16 and device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    bf16 = uses_bf16(train, device)
     try:
         return _training_arguments(TrainingArguments, train, out_dir, device, has_eval, bf16)
     except ValueError as exc:
@@ -515,8 +708,13 @@ def _training_arguments(TrainingArguments, train: TrainSettings, out_dir: Path, 
     )
 
 
-def prepare_run_dir(out_dir: Path, resume: bool, settings) -> Path | None:
-    """Check ``out_dir`` for a new run or a resume; returns the checkpoint to resume from."""
+def prepare_run_dir(out_dir: Path, resume: bool, settings, train: TrainSettings | None = None,
+                    is_main: bool = True, barrier=None) -> Path | None:
+    """Check ``out_dir`` for a new run or a resume; returns the checkpoint to resume from.
+
+    Every process checks; only the main one (``is_main``) removes interrupted checkpoints and
+    creates the folder, then all meet at ``barrier`` (under torchrun several processes share it).
+    """
     from mixcritic.critics.llm.checkpoint import last_complete_checkpoint
 
     resume_from = None
@@ -524,17 +722,22 @@ def prepare_run_dir(out_dir: Path, resume: bool, settings) -> Path | None:
         resume_from = last_complete_checkpoint(out_dir)
         if resume_from is None:
             raise ModelError(f"--resume: {out_dir} has no complete checkpoint-N folder; start without --resume.")
-        check_resume_compatible(resume_from, settings)
-        drop_incomplete_checkpoints(out_dir)
+        check_resume_compatible(resume_from, settings, train)
+        check_steps_left(resume_from, train)
+        if is_main:
+            drop_incomplete_checkpoints(out_dir)
     elif out_dir.exists() and (any(out_dir.glob("checkpoint-*")) or (out_dir / "model").exists()):
         raise ModelError(f"{out_dir} already holds a run; pass --resume to continue it or choose a new --out.")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if barrier is not None:
+        barrier()
     return resume_from
 
 
 def clip_datasets(source, train: TrainSettings, samples: int) -> tuple[ClipDataset, ClipDataset | None]:
     """The training split, and a fixed random subset of the validation split (None without one)."""
-    train_set = ClipDataset(source, source.records(TRAIN_SPLIT), samples)
+    train_set = ClipDataset(source, source.records(TRAIN_SPLIT), samples, augment=train)
     val_name = validation_split(source)
     if val_name is None:
         return train_set, None
@@ -576,24 +779,34 @@ def run_training(request: TrainRequest, source=None) -> dict:
 
     from mixcritic.critics.llm.checkpoint import COMPLETE_MARKER, mark_complete, write_json_atomic
 
-    device = resolve_device(request.device)
-    train, settings = resolve_settings(request, source)
+    from accelerate import PartialState
+
+    from mixcritic.console import warn
+
+    device, note = single_process_device(resolve_device(request.device))
+    train, settings = resolve_settings(replace(request, device=device), source)
     out_dir = Path(request.out_dir)
     train_set, eval_set = clip_datasets(source, train, settings.segment_samples)
     args = training_arguments(train, out_dir, device, eval_set is not None)
-    resume_from = prepare_run_dir(out_dir, request.resume, settings)
+    pin_single_device(args, device)
+    _ = args.device  # sets up the process group under a launcher
+    if note:
+        warn(note)
+    resume_from = prepare_run_dir(out_dir, request.resume, settings, train, is_main=args.process_index == 0,
+                                  barrier=PartialState().wait_for_everyone)
 
     torch.manual_seed(train.seed)
-    model = build_critic(settings, device, training=True)
+    model = build_critic(settings, device, training=True, seed=train.seed)
     if model.feature_norm is not None and resume_from is None:
         fit_feature_norm(model, train_set, settings.standardize_clips, train.seed)
-    extras = {"run_train_settings": asdict(train), "run_data_dir": str(Path(request.data_dir).resolve())}
+    extras = {"run_train_settings": asdict(train), "run_data_dir": str(Path(request.data_dir).resolve()),
+              "run_preset": request.preset}  # the tiny preset marks a wiring-only run (inference.is_wiring_only)
     trainer = make_trainer_class()(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=CriticCollator(model.tokenizer, model.frames_per_clip(settings.segment_samples)),
+        data_collator=CriticCollator(model.tokenizer, model.frames_per_clip(settings.segment_samples), settings.system_message),
         callbacks=[rich_progress_callback(request.progress)],
         run_extras=extras,
     )
@@ -636,5 +849,15 @@ def summarize(trainer, result, seconds, train, settings, out_dir, resume_from, t
         "effective_batch": train.batch_size * train.grad_accum * trainer.args.world_size,
         "epochs": math.ceil(trainer.state.epoch or 0),
         "audio_pool": settings.audio_pool,
+        "peak_gpu_memory_gib": peak_gpu_memory_gib(trainer.args.device),
         "log_history": history,
     }
+
+
+def peak_gpu_memory_gib(device) -> float | None:
+    """Peak memory torch allocated on a CUDA ``device`` in this process (GiB); None elsewhere."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
