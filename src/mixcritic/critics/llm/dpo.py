@@ -176,23 +176,6 @@ def side_inputs(batch: dict, side: str) -> dict:
             "audio_mask": batch[f"{side}_audio_mask"], "labels": batch[f"{side}_labels"], "answer_logps": True}
 
 
-def both_sides(batch: dict) -> dict:
-    """Chosen rows then rejected rows as one batch (right-padded to one width; no-grad passes only)."""
-    import torch
-    import torch.nn.functional as F
-
-    from mixcritic.critics.llm.prompt import IGNORE_INDEX
-
-    width = max(batch["chosen_input_ids"].shape[1], batch["rejected_input_ids"].shape[1])
-    pads = {"input_ids": 0, "attention_mask": 0, "audio_mask": False, "labels": IGNORE_INDEX}
-
-    def joined(key: str):
-        parts = [batch[f"{side}_{key}"] for side in ("chosen", "rejected")]
-        return torch.cat([F.pad(t, (0, width - t.shape[1]), value=pads[key]) for t in parts])
-
-    return {"audio": torch.cat([batch["audio"], batch["audio"]]), **{key: joined(key) for key in pads}, "answer_logps": True}
-
-
 def pair_datasets(source, train, dpo: DpoSettings, samples: int) -> tuple[PairDataset, PairDataset | None]:
     """Training pairs, and a fixed random subset of the validation pairs (None without any)."""
     pairs = read_pairs(source, TRAIN_SPLIT, dpo.rejected_kinds)
@@ -260,9 +243,11 @@ def compute_reference(model, datasets: list[PairDataset], collator: PairCollator
     started = time.perf_counter()
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
         for batch in loader:
-            logps = model(**both_sides(batch)).answer_logps.float().cpu().view(2, -1)
+            # one answer side per forward: a joint batch would double the encoder's activations (its
+            # conv front end dominates the tiny model's peak) and exceed SFT's peak memory
+            logps = [model(**side_inputs(batch, side)).answer_logps.float().cpu() for side in ("chosen", "rejected")]
             for row, sample_id in enumerate(batch["ids"]):
-                out[sample_id] = logps[:, row].clone()
+                out[sample_id] = torch.stack([logps[0][row], logps[1][row]])
     model.train(was_training)
     if progress:
         stderr.print(f"reference log-probs of {total} pairs computed with the SFT weights in {time.perf_counter() - started:.1f} s",
@@ -445,7 +430,8 @@ def dpo_train_settings(preset, overrides: tuple):
     if given:
         raise ModelError(f"{', '.join('--' + k.replace('_', '-') for k in given)}: no augmentation in --stage dpo "
                          "(the reference log-probs are computed once, on the clean clips); drop the option.")
-    return replace(preset, learning_rate=float(f"{preset.learning_rate * DPO_LR_FACTOR:.6g}"), **augment, **dict(overrides))
+    defaults = {"learning_rate": float(f"{preset.learning_rate * DPO_LR_FACTOR:.6g}"), **augment}
+    return replace(preset, **(defaults | dict(overrides)))
 
 
 def check_dpo_resume(resume_from: Path, extras: dict) -> None:
@@ -470,7 +456,14 @@ def run_dpo(request: DpoRequest, source=None) -> dict:
     import torch
     from transformers.trainer_callback import PrinterCallback
 
-    from mixcritic.critics.llm.checkpoint import COMPLETE_MARKER, TRAINED_FILE, mark_complete, read_trained, write_json_atomic
+    from mixcritic.critics.llm.checkpoint import (
+        COMPLETE_MARKER,
+        TRAINED_FILE,
+        last_complete_checkpoint,
+        mark_complete,
+        read_trained,
+        write_json_atomic,
+    )
     from accelerate import PartialState
 
     from mixcritic.console import warn
@@ -501,10 +494,11 @@ def run_dpo(request: DpoRequest, source=None) -> dict:
               "run_preset": sft_config.get("run_preset", base.preset),
               "run_sft_model": str(sft_folder.resolve()),
               "run_dpo": {"beta": request.dpo.beta, "rejected_kinds": list(request.dpo.rejected_kinds), "sft_trained_sha256": sft_hash}}
+    last = last_complete_checkpoint(out_dir) if base.resume else None
+    if last is not None:  # other DPO settings first: the most specific reason to refuse
+        check_dpo_resume(last, extras)
     resume_from = prepare_run_dir(out_dir, base.resume, settings, train, is_main=args.process_index == 0,
                                   barrier=PartialState().wait_for_everyone)
-    if resume_from is not None:
-        check_dpo_resume(resume_from, extras)
 
     torch.manual_seed(train.seed)
     model = build_critic(settings, device, training=True, seed=train.seed)
