@@ -121,6 +121,8 @@ def train(
     }
     if engine not in ENGINES:
         raise MixcriticError(f"--engine {engine!r} is unknown; use one of {', '.join(ENGINES)}")
+    if engine == "llm":
+        check_stage_options(stage, from_run, beta, rejected_kinds)
     check_options(data, out, preset)  # fail in a second, before torch and transformers load
     if engine == "measured":
         llm_only = {"preset": preset, "resume": resume or None, "show_config": show_config or None,
@@ -167,20 +169,28 @@ def report(summary: dict, json_out: bool) -> None:
 
 def run_stage(request, stage: str, from_run: Optional[Path], beta: Optional[float], rejected_kinds: Optional[str]) -> dict:
     """SFT (``run_training``) or DPO (``run_dpo``), after checking the stage options belong together."""
+    check_stage_options(stage, from_run, beta, rejected_kinds)
+    if stage == "sft":
+        from mixcritic.critics.llm.train import run_training
+
+        return run_training(request)
+    from mixcritic.critics.llm.dpo import DpoRequest, run_dpo
+
+    return run_dpo(DpoRequest(train=request, sft_run=from_run, dpo=dpo_settings(beta, rejected_kinds)))
+
+
+def check_stage_options(stage: str, from_run: Optional[Path], beta: Optional[float], rejected_kinds: Optional[str]) -> None:
+    """--from, --beta and --rejected-kinds only with --stage dpo, which needs --from."""
     if stage not in ("sft", "dpo"):
         raise ModelError(f"--stage must be sft or dpo, got {stage!r}")
     if stage == "sft":
         given = [name for name, value in (("--from", from_run), ("--beta", beta), ("--rejected-kinds", rejected_kinds)) if value is not None]
         if given:
             raise ModelError(f"{', '.join(given)} only apply to --stage dpo; add --stage dpo --from SFT_RUN.")
-        from mixcritic.critics.llm.train import run_training
-
-        return run_training(request)
-    if from_run is None:
+    elif from_run is None:
         raise ModelError("--stage dpo needs --from SFT_RUN, the finished SFT run to continue (`mixcritic train DATA --out SFT_RUN`).")
-    from mixcritic.critics.llm.dpo import DpoRequest, run_dpo
-
-    return run_dpo(DpoRequest(train=request, sft_run=from_run, dpo=dpo_settings(beta, rejected_kinds)))
+    else:
+        dpo_settings(beta, rejected_kinds)  # --beta and --rejected-kinds checked before any heavy import
 
 
 def dpo_settings(beta: Optional[float], rejected_kinds: Optional[str]):
