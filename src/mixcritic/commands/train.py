@@ -121,9 +121,6 @@ def train(
     }
     if engine not in ENGINES:
         raise MixcriticError(f"--engine {engine!r} is unknown; use one of {', '.join(ENGINES)}")
-    if engine == "llm":
-        check_stage_options(stage, from_run, beta, rejected_kinds)
-    check_options(data, out, preset)  # fail in a second, before torch and transformers load
     if engine == "measured":
         llm_only = {"preset": preset, "resume": resume or None, "show_config": show_config or None,
                     "stage": None if stage == "sft" else stage, "from_run": from_run, "beta": beta,
@@ -131,8 +128,11 @@ def train(
         given = [_OPTION_NAMES.get(name, f"--{name.replace('_', '-')}") for name, value in llm_only.items() if value is not None]
         if given:
             raise MixcriticError(f"{', '.join(given)}: LLM training option(s), not used by --engine measured; drop them")
+        check_options(data, out, None)
         report(train_measured(data, out), json_out)
         return
+    check_stage_options(stage, from_run, beta, rejected_kinds)
+    check_options(data, out, preset)  # fail in a second, before torch and transformers load
     from mixcritic.critics.llm.train import TrainRequest, resolved_config
 
     request = TrainRequest(
