@@ -32,6 +32,18 @@ def _param_line(param: click.Parameter) -> str:
     return f"- {names}: {help_text}{suffix}"
 
 
+def _help_markdown(text: str) -> str:
+    """A command's help as Markdown: click's no-rewrap blocks (a ``\\b`` line) become code blocks."""
+    paragraphs = []
+    for paragraph in text.strip().split("\n\n"):
+        if paragraph.startswith("\b\n"):
+            lines = paragraph[2:].splitlines()
+            indent = min(len(line) - len(line.lstrip()) for line in lines if line.strip())
+            paragraph = "```\n" + "\n".join(line[indent:] for line in lines) + "\n```"
+        paragraphs.append(paragraph)
+    return "\n\n".join(paragraphs)
+
+
 def render_cli_markdown() -> str:
     """The whole CLI reference as Markdown."""
     group = typer.main.get_command(app)
@@ -40,7 +52,7 @@ def render_cli_markdown() -> str:
     ctx = click.Context(group, info_name="mixcritic")
     for name in group.list_commands(ctx):
         cmd = group.get_command(ctx, name)
-        lines += [f"## `mixcritic {name}`", "", (cmd.help or "").strip(), ""]
+        lines += [f"## `mixcritic {name}`", "", _help_markdown(cmd.help or ""), ""]
         params = [p for p in cmd.params if p.name != "help"]
         if params:
             lines += [_param_line(p) for p in params] + [""]

@@ -176,7 +176,7 @@ def test_no_model_means_the_builtin_critic(stems_dir, builtin):
     assert [(s["verdict"], s["confidence"], s["probabilities"]) for s in doc["segments"]] == [
         ("too_loud", 0.75, {"no_error": 0.125})] * 3
     assert doc["summary"]["confidence"] == 0.75 and doc["summary"]["stems"][0]["confidence"] == 0.75
-    assert doc["summary"]["lines"][0] == "bass too loud in 3 of 3 segments — reduce 6-12 dB (mean confidence 75%)"
+    assert doc["summary"]["lines"][0] == "bass too loud in 3 of 3 segments — reduce 6-12 dB (mean confidence 75 %)"
     assert "critic: built-in, stand-in measured critic" in result.stderr
     # the critic was given every stem's window at the file's level, not normalised
     first = builtin.segments[0]

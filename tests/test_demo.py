@@ -75,10 +75,17 @@ def test_demo_command_end_to_end_with_two_training_steps(tmp_path, tmp_path_fact
     assert "Injected  bass +9 dB (very loud) against drums" in out
     assert "Expected  bass: reduce 6-12 dB" in out
     assert "Model said " in out and "wiring demo, not a trained critic" in out
-    assert "Agreement yes" in out or "Agreement no" in out
+    assert any(f"Agreement {words}" in out for words in ("yes", "no", "stem and direction (not the range)"))
     assert "0:00.0–0:10.0" in out and "0:14.0–0:24.0" in out
-    for stage in ("[1/5] toy stems", "[2/5] flawed session", "[3/5] synth", "[4/5] train", "[5/5] critique"):
+    for stage in ("[1/6] toy stems", "[2/6] flawed session", "[3/6] built-in critic", "[4/6] synth", "[5/6] train",
+                  "[6/6] critique"):
         assert stage in err
+    # first the built-in critic, which finds the 9 dB flaw on the toy song; then the learned path
+    first, second = out.index("1. The built-in critic"), out.index("2. The learned path")
+    assert first < second
+    builtin_part = out[first:second]
+    assert "critic: built-in, measured stem loudness" in builtin_part
+    assert "Built-in said bass too loud in" in builtin_part and "Agreement no" not in builtin_part
     assert "bass    <- Bass Guitar.wav (name)" in err
     work = tmp_path / "work"
     assert (work / "run" / "model" / "COMPLETE").is_file() and (work / "data" / "dataset.json").is_file()
@@ -107,3 +114,13 @@ def test_model_agrees_needs_stem_direction_and_range_in_most_segments():
     assert not demo.model_agrees(_report(loud, ("balanced", None, "no_error"), ("unparsed", None, None)), "bass", "very_loud")
     assert not demo.model_agrees(_report(("too_loud", "drums", "very_loud")), "bass", "very_loud")
     assert not demo.model_agrees(_report(("too_loud", "bass", "loud")), "bass", "very_loud")
+
+
+def test_agreement_is_not_no_for_the_right_stem_and_direction_with_another_severity():
+    """The demo printed "Agreement no" whenever the severity differed (and so almost always): a +9 dB
+    bass called "bass too loud" (3-6 dB) is the right stem and direction, the paper's "Both"."""
+    mild = ("too_loud", "bass", "loud")
+    assert demo.agreement_words(_report(mild, mild, ("too_loud", "bass", "very_loud")), "bass", "very_loud") == (
+        "stem and direction (not the range)")
+    assert demo.agreement_words(_report(("too_loud", "bass", "very_loud")), "bass", "very_loud") == "yes"
+    assert demo.agreement_words(_report(("too_quiet", "bass", "very_quiet")), "bass", "very_loud") == "no"

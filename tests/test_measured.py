@@ -57,6 +57,7 @@ from mixcritic.critics.measured import (  # noqa: E402
     load_measured,
     save_measured,
 )
+from mixcritic.critics.measured.critic import BAND_CHOICES  # noqa: E402
 from mixcritic.critics.measured.features import band_levels_db  # noqa: E402
 from mixcritic.critics.measured.model import BalanceModel, centering_projector, gain_evidence  # noqa: E402
 from mixcritic.errors import ModelError  # noqa: E402
@@ -158,7 +159,7 @@ def train_critic(musdb7_data):
 
 @needs_musdb7
 def test_fit_save_reload_round_trip_gives_identical_probabilities(musdb7_data, train_critic, tmp_path):
-    from mixcritic.critics.llm.checkpoint import find_model_folder
+    from mixcritic.critics import load_critic, model_folder
     from mixcritic.dataset import open_dataset
 
     folder = save_measured(train_critic, tmp_path / "run")
@@ -166,7 +167,8 @@ def test_fit_save_reload_round_trip_gives_identical_probabilities(musdb7_data, t
     stored = json.loads((folder / "mixcritic.json").read_text())
     assert stored["engine"] == "measured" and stored["fit"]["songs"] == 8
     assert sorted(p.name for p in folder.iterdir()) == ["COMPLETE", "mixcritic.json"]  # JSON only, no pickle
-    assert is_measured_folder(folder) and find_model_folder(tmp_path / "run") == folder
+    assert is_measured_folder(folder) and model_folder(tmp_path / "run") == folder
+    assert load_critic(tmp_path / "run").settings == train_critic.settings
     reloaded = load_measured(folder)
     assert load_measured(tmp_path / "run").settings == reloaded.settings == train_critic.settings
     dataset = open_dataset(musdb7_data)
@@ -182,12 +184,19 @@ def test_fit_tunes_the_no_error_prior_by_cross_validation(train_critic):
     assert cv["prior_tuned"] and cv["songs"] == 8 and cv["folds"] == 8
     assert 0.1 <= train_critic.no_error_prior <= 0.6 and cv["no_error_prior"] == train_critic.no_error_prior
     assert cv["no_error_both"] >= train_critic.config.min_no_error_both
+    # the band layout is chosen by the same CV; on 8 songs a per-band covariance loses to broadband
+    assert set(cv["band_layouts"]) == set(BAND_CHOICES) and cv["band_layout"] == "broadband"
+    assert train_critic.config.band_edges_hz == BAND_CHOICES["broadband"] and train_critic.model.bands == 1
+    assert cv["macro_both"] == max(row["macro_both"] for row in cv["band_layouts"].values())
 
 
 @needs_musdb7
-def test_a_given_no_error_prior_is_kept(musdb7_data):
-    critic = fit_measured(musdb7_data, "train", no_error_prior=0.3)
+def test_a_given_prior_and_band_layout_are_kept(musdb7_data):
+    edges = BAND_CHOICES["5 bands"]
+    critic = fit_measured(musdb7_data, "train", no_error_prior=0.3, band_edges_hz=edges)
     assert critic.no_error_prior == 0.3 and not critic.fit_summary["cross_validation"]["prior_tuned"]
+    assert critic.config.band_edges_hz == edges and critic.model.bands == 5
+    assert critic.fit_summary["cross_validation"]["band_layout"] == "given"
 
 
 @needs_musdb7
@@ -322,3 +331,35 @@ def test_log_ndtr_matches_scipy_in_both_tails():
 
     z = np.concatenate([np.linspace(-60, 12, 721), [-19.999, -20.0, -20.001, 0.0, 40.0]])
     np.testing.assert_allclose(log_ndtr(z), reference(z), rtol=1e-9, atol=1e-300)
+
+
+@needs_musdb7
+def test_vectorised_cross_validation_agrees_with_judging_one_case_at_a_time(musdb7_data):
+    """tuning.grid_scores (used to tune the prior) must score exactly what the critic answers."""
+    from mixcritic.critics.measured.critic import MeasuredCritic, dataset_chunks, fit_from_chunks, judgement_from
+    from mixcritic.critics.measured.tuning import grid_cases, grid_scores, song_folds
+    from mixcritic.labels import CATEGORIES, GAIN_RANGE_DB, TARGET_STEMS
+    from mixcritic.metrics import Case, both_correct, by_category
+
+    config = MeasuredConfig(no_error_prior=0.25, band_edges_hz=BAND_CHOICES["broadband"])
+    chunks, _ = dataset_chunks(musdb7_data, ("train",), config)
+    fast = grid_scores(grid_cases(chunks, config, draws=2), 0.25)
+    cases = []
+    for held_out in song_folds([c.track for c in chunks]):
+        critic = MeasuredCritic(fit_from_chunks([c for c in chunks if c.track not in held_out], config), config, "x", 5.0)
+        for chunk in (c for c in chunks if c.track in held_out):
+            for anchor in TARGET_STEMS:
+                for target in (s for s in TARGET_STEMS if s != anchor):
+                    for category in CATEGORIES:
+                        low, high = GAIN_RANGE_DB[category]
+                        for k in range(2):
+                            levels = dict(chunk.levels_db)
+                            levels[target] = levels[target] + low + (k + 0.5) / 2 * (high - low)
+                            label = judgement_from(critic.posterior_for_levels(levels, anchor)).label
+                            cases.append(Case("x", category, target, label, anchor))
+    slow = by_category(cases)
+    assert len(cases) == 8 * 6 * 5 * 2
+    assert fast["macro_both"] == pytest.approx(slow["macro"]["both"], abs=1e-12)
+    assert fast["no_error_both"] == pytest.approx(slow["rows"]["no_error"]["both"], abs=1e-12)
+    assert fast["magnitude_given_both"] == pytest.approx(slow["macro"]["magnitude_given_both"], abs=1e-12)
+    assert sum(both_correct(c) for c in cases) > 0

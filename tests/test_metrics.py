@@ -220,3 +220,72 @@ def test_anchor_named_counts_claims_on_the_reference_stem():
     ]
     assert metrics.anchor_named(cases) == {"count": 2, "share_of_claims": pytest.approx(2 / 3)}
     assert metrics.anchor_named(CASES) == {"count": 0, "share_of_claims": None}
+
+
+# ---------------------------------------------------------------------------------------------
+# The bootstrap interval measures what it claims
+
+
+def half_right(n_per_category: int) -> list[Case]:
+    """Every category answered right on exactly half its clips (Both, Stem, Direction)."""
+    cases = []
+    for category in ("very_quiet", "quiet", "no_error", "loud", "very_loud"):
+        for i in range(n_per_category):
+            stem = ("bass", "drums", "vocals")[i % 3]
+            right = i % 2 == 0
+            if category == "no_error":
+                answer = flaw("no_error") if right else flaw("loud", stem)
+            else:
+                answer = flaw(category, stem) if right else flaw("no_error")
+            cases.append(Case(f"{category}{i}", category, stem, answer))
+    return cases
+
+
+def test_bootstrap_interval_has_the_width_of_a_known_variance():
+    # Macro of 5 category means, each of 200 Bernoulli(1/2) clips: sd = sqrt(5 * 0.25 / 200) / 5
+    # = 0.01581, so a 95 % interval spans 2 x 1.96 x 0.01581 = 0.0620 around 0.5.
+    import math
+
+    cases = half_right(200)
+    expected_width = 2 * 1.959964 * math.sqrt(5 * 0.25 / 200) / 5
+    for seed in range(3):
+        ci = metrics.bootstrap_macro_ci(cases, resamples=2000, seed=seed)
+        for key in ("both", "stem", "direction"):
+            low, high = ci[key]
+            assert high - low == pytest.approx(expected_width, rel=0.05), (seed, key)
+            assert (low + high) / 2 == pytest.approx(0.5, abs=0.004), (seed, key)
+        low, high = ci["magnitude"]  # 4 flawed categories, half right: sd = sqrt(4 * 0.25 / 200) / 4
+        assert high - low == pytest.approx(2 * 1.959964 * math.sqrt(4 * 0.25 / 200) / 4, rel=0.08), seed
+    # a 90 % interval is narrower by 1.645 / 1.960
+    ci90 = metrics.bootstrap_macro_ci(cases, resamples=2000, level=0.90, seed=0)["both"]
+    assert ci90[1] - ci90[0] == pytest.approx(expected_width * 1.644854 / 1.959964, rel=0.08)
+
+
+def test_bootstrap_interval_is_reproducible_per_seed_and_moves_with_it():
+    cases = half_right(30)
+    assert metrics.bootstrap_macro_ci(cases, seed=7) == metrics.bootstrap_macro_ci(cases, seed=7)
+    assert metrics.bootstrap_macro_ci(cases, seed=7) != metrics.bootstrap_macro_ci(cases, seed=8)
+    assert metrics.build_report(cases)["by_category"]["macro_ci95"] == metrics.bootstrap_macro_ci(cases)
+
+
+def test_bootstrap_interval_covers_the_true_macro_about_95_percent_of_the_time():
+    import numpy as np
+
+    truth = {"very_quiet": 0.9, "quiet": 0.5, "no_error": 0.2, "loud": 0.4, "very_loud": 0.8}
+    true_macro = sum(truth.values()) / 5  # 0.56
+    rng = np.random.default_rng(0)
+    covered, trials = 0, 200
+    for trial in range(trials):
+        cases = []
+        for category, p in truth.items():
+            for i, right in enumerate(rng.random(60) < p):
+                stem = ("bass", "drums", "vocals")[i % 3]
+                if category == "no_error":
+                    answer = flaw("no_error") if right else flaw("loud", stem)
+                else:
+                    answer = flaw(category, stem) if right else flaw("no_error")
+                cases.append(Case(f"{category}{i}", category, stem, answer))
+        low, high = metrics.bootstrap_macro_ci(cases, resamples=400, seed=trial)["both"]
+        covered += low <= true_macro <= high
+    # binomial sd of the coverage over 200 trials is 1.5 points; the percentile bootstrap runs a bit short
+    assert 0.89 <= covered / trials <= 0.99, covered

@@ -163,7 +163,6 @@ def test_single_file_mode_defaults_and_override(tmp_path):
     [
         (None, "--anchor is required: name the stem whose level is right, one of bass, drums, vocals"),
         ("piano", "--anchor: unknown stem 'piano'; use one of bass, drums, vocals"),
-        ("other", "--anchor: unknown stem 'other'; use one of bass, drums, vocals"),
     ],
 )
 def test_missing_or_unknown_anchor(tmp_path, anchor, message):
@@ -255,3 +254,62 @@ def test_stems_present_must_include_anchor(tmp_path):
     song = write(tmp_path / "song.wav", tone(2.0, 220))
     with pytest.raises(InputError, match="does not include the anchor stem 'vocals'"):
         open_session(song, "vocals", stems_present="bass,drums")
+
+
+def test_digitally_silent_stem_is_not_present_and_said_per_file(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    write(folder / "drums.wav", tone(3.0, 60))
+    write(folder / "vocals.wav", tone(3.0, 440))
+    write(folder / "bass.wav", np.zeros(3 * RATE_HZ, dtype=np.float32))
+    session = open_session(folder, "drums")
+    assert session.stems_present == ("drums", "vocals")
+    assert list(session.audio) == ["drums", "vocals"]
+    assert [f.path.name for f in session.files] == ["drums.wav", "vocals.wav"]
+    assert {f.path.name: f.reason for f in session.ignored} == {
+        "bass.wav": "digitally silent (every sample is zero): not judged and not listed as present"
+    }
+
+
+def test_one_silent_file_of_a_stem_leaves_the_other_file_judged(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    write(folder / "drums.wav", tone(3.0, 60))
+    write(folder / "vox.wav", tone(3.0, 440))
+    write(folder / "vocal double.wav", np.zeros(3 * RATE_HZ, dtype=np.float32))
+    session = open_session(folder, "drums")
+    assert session.stems_present == ("drums", "vocals")
+    assert [f.path.name for f in session.ignored] == ["vocal double.wav"]
+
+
+@pytest.mark.parametrize("bass_s", [0.028, 3.4])
+def test_truncated_stem_is_refused_naming_it(tmp_path, bass_s):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    write(folder / "drums.wav", tone(7.0, 60))
+    write(folder / "vocals.wav", tone(7.0, 440))
+    bass = write(folder / "bass.wav", tone(bass_s, 80))
+    with pytest.raises(InputError) as err:
+        open_session(folder, "drums")
+    assert str(err.value) == (
+        f"{bass}: {bass_s:.3f} s long beside a 7.00 s stem, which looks like a truncated or broken export; "
+        "export it again at full length, or pass --pad to pad it with silence"
+    )
+
+
+def test_pad_accepts_a_truncated_stem_deliberately(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    write(folder / "drums.wav", tone(7.0, 60))
+    write(folder / "bass.wav", tone(0.5, 80))
+    session = open_session(folder, "drums", pad=True)
+    assert session.num_samples == 7 * RATE_HZ
+    assert {f.path.name: f.padded_s for f in session.files}["bass.wav"] == pytest.approx(6.5)
+
+
+@pytest.mark.parametrize("anchor", ["other", "Other", "rest"])
+def test_other_cannot_be_the_anchor_and_says_why(tmp_path, anchor):
+    with pytest.raises(InputError) as err:
+        open_session(tmp_path, anchor)
+    assert str(err.value).startswith(f"--anchor {anchor}: 'other' cannot be the anchor: it is everything that is not")
+    assert str(err.value).endswith("use one of bass, drums, vocals")

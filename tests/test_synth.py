@@ -513,18 +513,11 @@ def test_render_cli_unknown_id_says_where_ids_are(built, tmp_path):
 # Real music: musdb7-cc (12 songs, 7 s excerpts)
 
 
-def shared_dir() -> Path:
-    return Path(os.environ.get("MIXCRITIC_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
-
-
-MUSDB7 = shared_dir() / "musdb7-cc"
-
-
-@pytest.mark.skipif(not MUSDB7.is_dir(), reason=f"real-music fixture {MUSDB7} is absent (set MIXCRITIC_SHARED)")
-def test_synth_and_render_on_real_music(tmp_path):
+def test_synth_and_render_on_real_music(tmp_path, musdb7):
+    """Skipped locally without ../shared/musdb7-cc, a failure in CI (conftest.musdb7_root)."""
     out = tmp_path / "data"
     result = subprocess.run(
-        [sys.executable, "-m", "mixcritic", "synth", str(MUSDB7), "--out", str(out), "--segment-s", "5", "--json"],
+        [sys.executable, "-m", "mixcritic", "synth", str(musdb7), "--out", str(out), "--segment-s", "5", "--json"],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     assert result.returncode == 0, result.stderr
@@ -601,8 +594,39 @@ def test_no_usable_track_is_an_error_not_an_empty_dataset(tmp_path):
     (folder / "vocals.wav").unlink()
     result = run_synth(source, tmp_path / "data")
     assert result.exit_code == 1
-    assert "no samples: 1 of 1 tracks are broken" in result.stderr
-    assert not (tmp_path / "data" / "dataset.json").exists()
+    assert "Traceback" not in result.output
+    error = result.stderr.strip().splitlines()[-1]
+    assert error == (
+        f"Error: {source / 'train'}: every track is broken ({folder / 'vocals.wav'}); no dataset was written. "
+        "Fix or replace those files (see the warnings above) and run the same command again"
+    )
+    assert not (tmp_path / "data").exists()  # nothing half-made: a retry with any options starts clean
+    retry = run_synth(source, tmp_path / "data", "--gate-lufs", "-60")
+    assert "other settings" not in retry.stderr and "--overwrite" not in retry.stderr
+
+
+def test_a_source_split_of_broken_tracks_is_an_error_not_an_empty_split(tmp_path):
+    source = tmp_path / "src"
+    folder = write_track(source, "train", "Only", make_stems(1))
+    write_track(source, "test", "Fine", make_stems(2))
+    sf.write(str(folder / "bass.wav"), np.zeros((600, 2), dtype=np.float32), RATE_HZ)  # a truncated export
+    out = tmp_path / "existing"
+    out.mkdir()
+    result = run_synth(source, out)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines()[-1].startswith(f"Error: {source / 'train'}: every track is broken")
+    assert list(out.iterdir()) == []  # the folder the user made is kept, empty
+
+
+def test_out_that_is_a_file_is_a_clean_error(tmp_path):
+    source = write_track(tmp_path / "src", "train", "Only", make_stems(1)).parent.parent
+    out = tmp_path / "data.txt"
+    out.write_text("keep me")
+    result = run_synth(source, out)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert result.stderr.strip() == f"Error: --out {out}: is a file, not a folder; give a new or empty folder for the dataset"
+    assert out.read_text() == "keep me"
 
 
 def test_names_with_brackets_are_printed_verbatim(tmp_path):

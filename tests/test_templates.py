@@ -266,3 +266,174 @@ def test_rejected_answers_parse_to_their_labels():
     for truth in ALL_LABELS:
         rejected, _ = make_rejected(truth, rng)
         assert parse_response(render_response(rejected, int(rng.integers(10)))) == rejected
+
+
+# --------------------------------------------------------------------------------------------
+# Compound answers (issue 11, item 5): a fine-tuned 7B says which stems are balanced, then which
+# one is off and what to do. A stem called balanced is not a target; the instruction decides.
+
+PAPER_STYLE_FLAW = {
+    # the shape of the paper's example answer ("The {target_stem} is a little too quiet. Increase the
+    # {target_stem} level between {min_gain_db} and {max_gain_db} dB to balance the mix."), several wordings
+    "quiet": (
+        "The {t} is a bit too quiet. Increase the {t} level between {lo} and {hi} dB to achieve proper balance.",
+        "The {t} is a little too quiet. Increase the {t} level between {lo} and {hi} dB to balance the mix.",
+        "The {t} is slightly too quiet. Raise the {t} by {lo} to {hi} dB.",
+        "The {t} sits a bit low; boost it by {lo}-{hi} dB to achieve a balanced mix.",
+    ),
+    "very_quiet": (
+        "The {t} is much too quiet. Increase the {t} level between {lo} and {hi} dB to achieve proper balance.",
+        "The {t} is far too quiet. Increase the {t} level between {lo} and {hi} dB to balance the mix.",
+        "The {t} is barely audible. Raise the {t} by {lo} to {hi} dB.",
+        "The {t} is buried; boost it by {lo}-{hi} dB to achieve a balanced mix.",
+    ),
+    "loud": (
+        "The {t} is a bit too loud. Decrease the {t} level between {lo} and {hi} dB to achieve proper balance.",
+        "The {t} is a little too loud. Reduce the {t} level between {lo} and {hi} dB to balance the mix.",
+        "The {t} is slightly too loud. Lower the {t} by {lo} to {hi} dB.",
+        "The {t} is somewhat too prominent; cut it by {lo}-{hi} dB to achieve a balanced mix.",
+    ),
+    "very_loud": (
+        "The {t} is much too loud. Decrease the {t} level between {lo} and {hi} dB to achieve proper balance.",
+        "The {t} is far too loud. Reduce the {t} level between {lo} and {hi} dB to balance the mix.",
+        "The {t} overpowers the mix. Lower the {t} by {lo} to {hi} dB.",
+        "The {t} is way too loud; cut it by {lo}-{hi} dB to achieve a balanced mix.",
+    ),
+}
+BALANCED_SENTENCES = (
+    "The {b} is properly balanced in the mix.",
+    "The {b} are properly balanced in the mix.",
+    "The {b} sounds well balanced.",
+    "The {b} is perfectly balanced.",
+    "The {b} sits well in the mix.",
+    "The {b} is at the right level.",
+    "The {b} is fine.",
+    "The level of the {b} is correct and needs no adjustment.",
+    "Leave the {b} as it is.",
+)
+
+
+def compound_answers(label):
+    """(text, note) for one flaw label: balanced sentences about 1 or 2 other stems, placed before,
+    after or around the paper-style flaw sentences, and the same joined with ', but' / 'while'."""
+    lo, hi = sorted(abs(value) for value in label.correction_db)
+    others = [stem for stem in TARGET_STEMS if stem != label.stem]
+    for flaw_template in PAPER_STYLE_FLAW[label.category]:
+        flaw_text = flaw_template.format(t=label.stem, lo=lo, hi=hi)
+        for balanced_template in BALANCED_SENTENCES:
+            one = balanced_template.format(b=others[0])
+            both = balanced_template.format(b=f"{others[0]} and the {others[1]}").replace(" is ", " are ")
+            yield f"{one} {flaw_text}", "balanced first"
+            yield f"{flaw_text} {one}", "balanced last"
+            yield f"{both} {flaw_text}", "two balanced stems"
+            yield f"{one} {flaw_text} {balanced_template.format(b=others[1])}", "balanced around"
+        first_clause = flaw_text.split(". ")[0].rstrip(".")
+        rest = flaw_text[len(first_clause) + 1:].strip()
+        yield f"The {others[0]} is properly balanced, but {first_clause[0].lower()}{first_clause[1:]}. {rest}", "but"
+        yield f"While the {others[1]} is well balanced, {first_clause[0].lower()}{first_clause[1:]}. {rest}", "while"
+
+
+FLAW_LABELS = [label for label in ALL_LABELS if label.category != "no_error"]
+
+
+def test_the_papers_compound_example_reads_as_the_flaw_it_states():
+    text = ("The vocals is properly balanced in the mix. The bass is a bit too quiet. Increase the bass level "
+            "between 3 and 6 dB to achieve proper balance.")
+    assert parse_response(text) == Label("quiet", "bass", (3, 6))
+
+
+@pytest.mark.parametrize("label", FLAW_LABELS, ids=lambda label: f"{label.category}-{label.stem}")
+def test_every_compound_shape_reads_as_its_flaw(label):
+    answers = list(compound_answers(label))
+    assert len(answers) == 4 * (4 * len(BALANCED_SENTENCES) + 2)
+    wrong = [(note, text, parse_response(text)) for text, note in answers if parse_response(text) != label]
+    assert wrong == []
+
+
+@pytest.mark.parametrize("label", FLAW_LABELS, ids=lambda label: f"{label.category}-{label.stem}")
+def test_our_templates_still_round_trip_after_a_balanced_stem_sentence(label):
+    others = [stem for stem in TARGET_STEMS if stem != label.stem]
+    for template_id in range(10):
+        text = render_response(label, template_id)
+        assert parse_response(f"The {others[0]} is properly balanced in the mix. {text}") == label, text
+        assert parse_response(f"{text} The {others[1]} and {others[0]} are well balanced.") == label, text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The vocals is properly balanced in the mix.",
+        "The vocals is properly balanced in the mix. The drums is properly balanced in the mix.",
+        "The bass and the drums are properly balanced in the mix. No adjustment is needed.",
+        "The mix is properly balanced. No adjustments are necessary.",
+        "All stems are properly balanced in the mix.",
+        "The drums sit well, the bass is at the right level and the vocals are fine.",
+        "Using the drums as the reference, the vocals are properly balanced.",
+        "The vocals are balanced correctly relative to the drums; nothing needs to change.",
+    ],
+)
+def test_answers_that_only_call_stems_balanced_are_no_error(text):
+    assert parse_response(text) == Label("no_error")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The drums sit well in the mix, but the vocals are slightly too quiet. Raise the vocals by 3 to 6 dB.",
+         flaw("quiet", "vocals")),
+        ("Using the drums as the reference, the vocals are properly balanced, but the bass is buried. "
+         "Boost the bass by 6 to 12 dB.", flaw("very_quiet", "bass")),
+        ("The vocals are balanced correctly relative to the drums. The bass is too loud; reduce it by 3-6 dB.",
+         flaw("loud", "bass")),
+        ("The drums are properly balanced. The bass is too quiet compared to the drums; raise it by 4 dB.",
+         flaw("quiet", "bass", (4, 4))),
+        # severity words in a balanced clause do not leak into the flaw's severity
+        ("The vocals are very well balanced. The bass is a bit too quiet.", flaw("quiet", "bass")),
+        ("The drums are perfectly balanced and sit nicely. The vocals are much too loud.", flaw("very_loud", "vocals")),
+    ],
+)
+def test_compound_answers_in_other_shapes(text, expected):
+    assert parse_response(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the same stem called balanced and then targeted
+        "The vocals is properly balanced in the mix. The vocals is a bit too quiet. Increase the vocals level "
+        "between 3 and 6 dB to achieve proper balance.",
+        "The bass is properly balanced in the mix. Increase the bass level between 3 and 6 dB.",
+        "The drums sit well in the mix, but reduce the drums by 6 to 12 dB.",
+        # two flaws, or two directions, after the balanced stem
+        "The vocals is properly balanced in the mix. The bass is a bit too quiet. The drums are too loud.",
+        "The vocals is properly balanced in the mix. Increase the bass level between 3 and 6 dB. "
+        "Decrease the bass level between 3 and 6 dB.",
+        # balanced, then a direction with no stem
+        "The vocals are properly balanced, but too loud.",
+        # the balance negated is not a no-error statement
+        "The mix is not properly balanced.",
+        "The bass is not at the right level.",
+    ],
+)
+def test_compound_answers_that_contradict_themselves_are_refused(text):
+    assert parse_response(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The vocals is properly balanced in the mix and the bass is a bit too quiet. Increase the bass level "
+         "between 3 and 6 dB to achieve proper balance.", flaw("quiet", "bass")),
+        ("The drums sound good and the vocals are too loud; reduce the vocals by 6 to 12 dB.", flaw("very_loud", "vocals")),
+        ("Leave the drums as they are and cut the bass by 3 to 6 dB.", flaw("loud", "bass")),
+        ("The bass and the drums are properly balanced. The vocals are too loud; cut them by 3 to 6 dB.", flaw("loud", "vocals")),
+        ("The bass and the drums are properly balanced and the vocals are fine.", Label("no_error")),
+    ],
+)
+def test_compound_answers_joined_by_and(text, expected):
+    assert parse_response(text) == expected
+
+
+def test_a_stem_called_balanced_and_off_in_one_sentence_is_refused():
+    assert parse_response("The drums are fine and the drums are too loud.") is None
+    assert parse_response("Leave the bass as it is and cut the bass by 3 to 6 dB.") is None

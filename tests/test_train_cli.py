@@ -121,6 +121,90 @@ def test_train_cli_rejects_unknown_preset(toy_data, tmp_path):
     assert result.exit_code == 1 and "--preset must be one of paper, paper-run, tiny" in result.stderr
 
 
+def test_unknown_preset_is_refused_within_3_s_before_heavy_imports(toy_data, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from mixcritic.cli import app\n"
+        f"r = CliRunner().invoke(app, ['train', {str(toy_data)!r}, '--out', {str(tmp_path / 'run')!r}, '--preset', 'huge'])\n"
+        "print(r.exit_code, [m for m in ('torch', 'transformers', 'bitsandbytes') if m in sys.modules])\n"
+    )
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1 []"
+    assert time.perf_counter() - started < 3.0
+
+
+def test_out_that_is_a_file_and_wrong_data_folders_get_the_right_hint(toy_data, tmp_path):
+    afile = tmp_path / "run.txt"
+    afile.write_text("keep")
+    stems = toy_data.parent / "stems"
+    song = next((stems / "train").iterdir())
+    cases = [
+        ([str(toy_data), "--out", str(afile)],
+         f"Error: --out {afile}: is a file, not a folder; give a new folder for the run (or an existing run with --resume)"),
+        ([str(tmp_path / "typo"), "--out", str(tmp_path / "r")],
+         f"Error: {tmp_path / 'typo'}: no such folder; pass the DATA folder written by `mixcritic synth SOURCE --out DATA`"),
+        ([str(stems), "--out", str(tmp_path / "r")],
+         f"Error: {stems}: holds stems (a MUSDB18-HQ-style source), not a dataset; build one from it first: "
+         f"mixcritic synth {stems} --out DATA, then pass DATA"),
+        ([str(song), "--out", str(tmp_path / "r")],
+         f"Error: {song}: holds audio files, not a dataset; to critique these stems run: mixcritic critique {song} --anchor STEM; "
+         "a dataset comes from `mixcritic synth SOURCE --out DATA` on a MUSDB18-HQ-style SOURCE/{train,test}/<track>/"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, ["train", *args])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert result.stderr.strip() == message
+    assert afile.read_text() == "keep" and not (tmp_path / "r").exists()
+
+
+def test_ctrl_c_then_exactly_the_hinted_command_continues(toy_data, tiny_base, tmp_path, monkeypatch):
+    import shlex
+
+    from transformers import TrainerCallback
+
+    import mixcritic.critics.llm.train as train_module
+
+    real_callback = train_module.rich_progress_callback
+
+    class CtrlC(TrainerCallback):
+        def __init__(self, at_step):
+            self.at_step = at_step
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == self.at_step:
+                raise KeyboardInterrupt
+
+    def hinted_after_ctrl_c(args: list[str], at_step: int) -> list[str]:
+        monkeypatch.setattr(train_module, "rich_progress_callback", lambda enabled: CtrlC(at_step))
+        result = runner.invoke(app, args)
+        monkeypatch.setattr(train_module, "rich_progress_callback", real_callback)
+        assert result.exit_code == 130, result.output
+        line = result.stderr.strip().splitlines()[-1]
+        assert line.startswith("Interrupted. ") and ": mixcritic train " in line
+        return line, shlex.split(line.partition(": ")[2])[1:]
+
+    mert_dir, llm_dir = tiny_base
+    run = tmp_path / "my run"
+    first = ["train", str(toy_data), "--out", str(run), "--max-steps", "4", "--eval-steps", "0", "--save-steps", "2",
+             "--workers", "0", "--no-bf16", "--encoder", str(mert_dir), "--llm", str(llm_dir), "--device", "cpu"]
+    line, hinted = hinted_after_ctrl_c(first, at_step=1)  # before any checkpoint: start again, same command
+    assert line.startswith("Interrupted. No checkpoint was complete yet; start again with: mixcritic train")
+    assert hinted == first
+    line, hinted = hinted_after_ctrl_c(hinted, at_step=3)  # checkpoint-2 is complete: resume
+    assert line.startswith("Interrupted. Checkpoints are kept; continue with: mixcritic train")
+    assert hinted == first + ["--resume"]
+    result = runner.invoke(app, hinted)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["global_step"] == 4 and summary["resumed_from"] == str(run / "checkpoint-2")
+
+
 def torchrun(tmp_path, name: str, *args: str) -> dict[str, str]:
     """Run ``mixcritic ARGS`` under torchrun with 2 CPU processes (gloo); returns stdout per rank."""
     import os

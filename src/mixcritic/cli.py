@@ -16,18 +16,23 @@ import typer
 
 from mixcritic import __version__
 from mixcritic.commands import critique, demo, evaluate, render, synth, toy_stems, train
-from mixcritic.errors import MixcriticError
+from mixcritic.errors import Interrupted, MixcriticError
 
 app = typer.Typer(
     name="mixcritic",
     help=(
         "Listens to a mix and says, in words, which stem is out of balance and by how many dB.\n\n"
-        "Steps: toy-stems (or MUSDB18-HQ) -> synth -> train -> critique / evaluate."
+        "Steps: toy-stems (or MUSDB18-HQ) -> synth -> train -> critique / evaluate. "
+        "Each command's --help has examples.\n\n"
+        "Examples (the first runs everything offline on toy songs):\n\n"
+        "\b\n"
+        "  mixcritic demo\n"
+        "  mixcritic critique ./my-song-stems --anchor vocals --model RUN"
     ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 
 
@@ -51,10 +56,11 @@ def user_errors(func: Callable) -> Callable:
 
             stderr.print(Text("Error: ", style="bold red") + Text(str(exc)), soft_wrap=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if _debug():
                 raise
-            print("Interrupted. Completed outputs are kept; re-run the same command to resume.", file=sys.stderr)
+            hint = exc.hint if isinstance(exc, Interrupted) else "Completed outputs are kept; re-run the same command to resume."
+            print(f"Interrupted. {hint}", file=sys.stderr)
             raise typer.Exit(130) from None
 
     return wrapper
@@ -91,3 +97,6 @@ for _name, _func in [
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no third-party bars leak into our stderr

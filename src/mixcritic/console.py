@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
+
 from rich.console import Console
 
 stdout = Console(highlight=False)
@@ -25,3 +29,47 @@ def print_json(data) -> None:
     import json
 
     print(json.dumps(data, indent=2), flush=True)
+
+
+SPINNER_REPORT_S = 1.0
+"""A spinner's block that took at least this long is reported (one line with its time) when it ends."""
+
+
+@contextlib.contextmanager
+def spinner(label: str) -> Iterator[None]:
+    """A spinner with the elapsed time on stderr while the block runs (e.g. a model loading); when
+    the block ends (and took a second or more), one line says how long it took. When stderr is not
+    a terminal (a log), a plain ``label ...`` line replaces the animation. Third-party progress bars
+    are silenced."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    quiet_third_party_progress()
+    started_s = time.perf_counter()
+    if not stderr.is_terminal:
+        info(f"{label} ...")  # a log gets the line, not an animation
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr, transient=True,
+                  disable=not stderr.is_terminal) as bar:  # a transient display in a log is only blank lines
+        bar.add_task(label, total=None)
+        yield
+    elapsed_s = time.perf_counter() - started_s
+    if elapsed_s >= SPINNER_REPORT_S:
+        info(f"{label}: {elapsed_s:.1f} s")
+
+
+def quiet_third_party_progress() -> None:
+    """Silence transformers' and huggingface_hub's own tqdm bars ("Loading weights", "Writing model
+    shards"): mixcritic draws its own progress on stderr. Imports nothing that is not loaded yet."""
+    import os
+    import sys
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when those libraries are imported
+    if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] in ("", "0"):
+        return
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()

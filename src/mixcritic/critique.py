@@ -46,8 +46,12 @@ SCHEMA_VERSION = 2
 MODEL_ENV = "MIXCRITIC_MODEL"
 """Environment variable naming the default model: a run folder, or ``builtin``."""
 
-VERDICTS: tuple[str, ...] = ("balanced", "too_loud", "too_quiet", "unparsed", "silent", "anchor_inactive", "no_target")
-"""Per-segment verdicts: what the model said, or why it was not asked / not understood."""
+VERDICTS: tuple[str, ...] = (
+    "balanced", "too_loud", "too_quiet", "unparsed", "stem_inactive", "silent", "anchor_inactive", "no_target",
+)
+"""Per-segment verdicts: what the model said, or why it was not asked / not understood.
+``stem_inactive``: the answer named a stem that is silent (or absent) in that window, so it is not
+used: a stem is never judged where it does not play."""
 
 
 class StemsRequiredError(ModelError):
@@ -158,6 +162,9 @@ class SegmentResult:
     none (the LLM) or the window was not judged."""
     probabilities: dict[str, float] | None = None
     """Further named probabilities from the critic (e.g. ``no_error``); None when it gives none."""
+    not_judged: tuple[str, ...] = ()
+    """Bass/drums/vocals stems of the session that are silent in this window (the training gate):
+    not judged here, whatever the critic says about them. Stems mode only."""
 
 
 def verdict_of(label: Label | None) -> str:
@@ -251,7 +258,7 @@ def _consensus(stem: str, verdict: str, results: list[SegmentResult], judged: in
     confidence = mean_confidence(results)
     text = f"{stem} {words} in {len(results)} of {judged} segments — {correction_words(correction)}"
     if confidence is not None:
-        text += f" (mean confidence {confidence:.0%})"
+        text += f" (mean confidence {round(100 * confidence)} %)"
     return StemConsensus(stem, verdict, len(results), judged, category, correction, text, confidence)
 
 
@@ -259,7 +266,7 @@ def summarise(results: list[SegmentResult], anchor_stem: str | None = None) -> S
     """Counts per verdict and the consensus per (stem, direction), most frequent first. With
     ``anchor_stem``, advice about the anchor itself is flagged as unreliable."""
     count = Counter(r.verdict for r in results)
-    judged = sum(count[v] for v in ("balanced", "too_loud", "too_quiet", "unparsed"))
+    judged = sum(count[v] for v in ("balanced", "too_loud", "too_quiet", "unparsed", "stem_inactive"))
     groups: dict[tuple[str, str], list[SegmentResult]] = {}
     for r in results:
         if r.verdict in ("too_loud", "too_quiet"):
@@ -289,6 +296,8 @@ def summarise(results: list[SegmentResult], anchor_stem: str | None = None) -> S
         lines.append(f"{count['no_target']} segment(s) skipped: no other bass/drums/vocals stem is playing there")
     if count["unparsed"]:
         lines.append(f"{count['unparsed']} answer(s) could not be parsed (shown raw)")
+    if count["stem_inactive"]:
+        lines.append(f"{count['stem_inactive']} answer(s) named a stem that is silent in that segment; not used")
     return Summary(
         len(results), judged, count["balanced"], count["silent"], count["anchor_inactive"], count["no_target"],
         count["unparsed"],
@@ -314,6 +323,8 @@ class PreparedSegment:
     """Stems mode: each stem's ``(segment_samples,)`` window at the gains in the mix (not normalised)."""
     stems_present: tuple[str, ...] = ()
     """Stems active in the window (the training gate), or the mixed file's declared stems."""
+    not_judged: tuple[str, ...] = ()
+    """Stems mode: the session's bass/drums/vocals stems silent in this window."""
 
     def as_segment(self, anchor_stem: str) -> Segment:
         """What the critic is given."""
@@ -400,11 +411,13 @@ def prepare_segment(
     if not mix_lufs >= config.gate.gate_lufs:
         return PreparedSegment(index, start_s, end_s, None, None, shown_lufs, padded_s, "silent")
     stems_present = session.stems_present
+    not_judged: tuple[str, ...] = ()
     if session.mode == "stems":
         stems_present = loudness.active_stems(start, stop, config.gate)
+        not_judged = tuple(stem for stem in TARGET_STEMS if stem in session.audio and stem not in stems_present)
         reason = skip_reason(session, stems_present)
         if reason is not None:
-            return PreparedSegment(index, start_s, end_s, None, None, shown_lufs, padded_s, reason)
+            return PreparedSegment(index, start_s, end_s, None, None, shown_lufs, padded_s, reason, not_judged=not_judged)
     from mixcritic.templates import render_instruction
 
     mix = session.mix(start, stop) * np.float32(db_to_amplitude(config.target_lufs - mix_lufs))
@@ -414,12 +427,14 @@ def prepare_segment(
         stems = {name: _pad_to(audio[start:stop], config.segment_samples) for name, audio in session.audio.items()}
     return PreparedSegment(
         index, start_s, end_s, _pad_to(mix, config.segment_samples), instruction, shown_lufs, padded_s,
-        stems=stems, stems_present=tuple(stems_present),
+        stems=stems, stems_present=tuple(stems_present), not_judged=not_judged,
     )
 
 
 def _skipped_result(seg: PreparedSegment) -> SegmentResult:
-    return SegmentResult(seg.index, seg.start_s, seg.end_s, seg.skipped, mix_lufs=seg.mix_lufs, padded_s=seg.padded_s)
+    return SegmentResult(
+        seg.index, seg.start_s, seg.end_s, seg.skipped, mix_lufs=seg.mix_lufs, padded_s=seg.padded_s, not_judged=seg.not_judged,
+    )
 
 
 def check_critic_fits_session(session: Session, critic: Critic) -> None:
@@ -432,12 +447,18 @@ def check_critic_fits_session(session: Session, critic: Critic) -> None:
         )
 
 
-def result_from_judgement(seg: PreparedSegment, judgement: Judgement) -> SegmentResult:
-    """A judged window's result from the critic's answer."""
-    return result_from_answer(
-        seg.index, seg.start_s, seg.end_s, judgement.text, judgement.label, mix_lufs=seg.mix_lufs, padded_s=seg.padded_s,
-        confidence=judgement.confidence, probabilities=dict(judgement.probabilities) or None,
+def result_from_judgement(seg: PreparedSegment, judgement: Judgement, mode: str = "stems") -> SegmentResult:
+    """A judged window's result from the critic's answer. In stems mode an answer about a stem that
+    is not playing in the window (silent there, or absent from the session) is not used: verdict
+    ``stem_inactive``."""
+    extra = dict(
+        mix_lufs=seg.mix_lufs, padded_s=seg.padded_s, confidence=judgement.confidence,
+        probabilities=dict(judgement.probabilities) or None, not_judged=seg.not_judged,
     )
+    label = judgement.label
+    if mode == "stems" and label is not None and label.stem is not None and label.stem not in seg.stems_present:
+        return SegmentResult(seg.index, seg.start_s, seg.end_s, "stem_inactive", label.stem, text=judgement.text, **extra)
+    return result_from_answer(seg.index, seg.start_s, seg.end_s, judgement.text, label, **extra)
 
 
 def critique_session(
@@ -463,7 +484,7 @@ def critique_session(
         if len(judgements) != len(batch):
             raise ModelError(f"the critic returned {len(judgements)} answers for {len(batch)} segments")
         for seg, judgement in zip(batch, judgements):
-            results[seg.index] = result_from_judgement(seg, judgement)
+            results[seg.index] = result_from_judgement(seg, judgement, session.mode)
         if progress is not None:
             progress(len(batch))
     return [results[i] for i in range(len(prepared))]
@@ -596,6 +617,7 @@ def segment_json(result: SegmentResult) -> dict:
     data["padded_s"] = round(result.padded_s, 6)
     data["confidence"] = _round(result.confidence)
     data["probabilities"] = {k: _round(v) for k, v in result.probabilities.items()} if result.probabilities else None
+    data["not_judged"] = list(result.not_judged)
     return data
 
 

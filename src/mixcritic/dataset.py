@@ -74,9 +74,7 @@ def open_dataset(data_dir: str | Path) -> "Dataset":
     data_dir = Path(data_dir)
     info_file = data_dir / INFO_FILE
     if not info_file.is_file():
-        raise DatasetError(
-            f"{data_dir}: no {INFO_FILE}; this is not a finished dataset (run `mixcritic synth SOURCE --out {data_dir}`)"
-        )
+        raise DatasetError(f"{data_dir}: {not_a_dataset_hint(data_dir)}")
     try:
         info = json.loads(info_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -87,6 +85,29 @@ def open_dataset(data_dir: str | Path) -> "Dataset":
             f"{FORMAT!r} v{FORMAT_VERSION}; re-run `mixcritic synth` with this version of mixcritic"
         )
     return Dataset(data_dir, info)
+
+
+def not_a_dataset_hint(data_dir: Path) -> str:
+    """Why ``data_dir`` (which has no ``dataset.json``) is not a dataset, and the command that helps."""
+    from mixcritic.session import AUDIO_SUFFIXES
+
+    if not data_dir.exists():
+        return "no such folder; pass the DATA folder written by `mixcritic synth SOURCE --out DATA`"
+    if not data_dir.is_dir():
+        return "is a file; pass the DATA folder written by `mixcritic synth SOURCE --out DATA`"
+    if (data_dir / "work").is_dir():
+        return f"`mixcritic synth` did not finish here; re-run the same synth command (--out {data_dir}) to resume it"
+
+    def has_audio(folder: Path) -> bool:
+        return any(p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES for p in folder.iterdir())
+
+    if any((data_dir / split).is_dir() for split in ("train", "test")):
+        return (f"holds stems (a MUSDB18-HQ-style source), not a dataset; build one from it first: "
+                f"mixcritic synth {data_dir} --out DATA, then pass DATA")
+    if has_audio(data_dir):
+        return (f"holds audio files, not a dataset; to critique these stems run: mixcritic critique {data_dir} --anchor STEM; "
+                "a dataset comes from `mixcritic synth SOURCE --out DATA` on a MUSDB18-HQ-style SOURCE/{train,test}/<track>/")
+    return f"no {INFO_FILE}; this is not a dataset: pass the DATA folder written by `mixcritic synth SOURCE --out DATA`"
 
 
 class Dataset:

@@ -21,3 +21,11 @@ class DatasetError(MixcriticError):
 
 class ModelError(MixcriticError):
     """A model, checkpoint or configuration that cannot be loaded or is unsupported."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, carrying what to type to continue (the CLI prints it instead of the generic hint)."""
+
+    def __init__(self, hint: str) -> None:
+        super().__init__(hint)
+        self.hint = hint

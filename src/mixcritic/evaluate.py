@@ -11,7 +11,10 @@ The run, in order:
    stopped (ids already answered are skipped; a half-written last line is dropped);
 3. parse every answer with :func:`mixcritic.templates.parse_response` (an unparseable answer is
    kept and counts as wrong) and compute :func:`mixcritic.metrics.build_report`;
-4. write ``report.json``, one CSV per table, and ``confusion.png`` when matplotlib is installed.
+4. for a predictor that gives confidences (the measured critic), measure their calibration:
+   expected calibration error and a reliability table (:func:`calibration_report`);
+5. write ``report.json``, one CSV per table, and ``confusion.png`` (plus ``reliability.png``)
+   when matplotlib is installed.
 
 Under torchrun / accelerate launch, every process answers its share of the batches into
 ``predictions.rank<R>.jsonl``; after a barrier, rank 0 merges them into ``predictions.jsonl``
@@ -39,6 +42,9 @@ from mixcritic.errors import DatasetError, MixcriticError
 from mixcritic.files import atomic_path, write_text_atomic
 from mixcritic.labels import CATEGORIES, TARGET_STEMS, Label
 from mixcritic.metrics import ACCURACY_KEYS, Case, build_report
+
+CALIBRATION_BINS = 10
+"""Equal-width confidence bins of the reliability table and the expected calibration error."""
 from mixcritic.reference import PAPER
 
 REPORT_SCHEMA_VERSION = 1
@@ -51,7 +57,8 @@ REPORT_FILE = "report.json"
 TRAIN_SPLIT, VALIDATION_SPLIT = "train", "valid"
 
 Progress = Callable[[Iterable, int, str], Iterable]
-"""``progress(iterable, total, description)`` -> the same items (a Rich bar in the CLI)."""
+"""``progress(iterable, total, description)`` -> the same items (a Rich bar in the CLI). An item
+that is a list (a batch) counts as its length, so ``total`` counts clips, not batches."""
 
 
 @dataclass
@@ -469,7 +476,8 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, warn: Cal
             write_text_atomic(predictor_path, json.dumps(predictor.describe(), indent=2) + "\n")
         batches = distributed.shard(list(batched(todo, config.batch_size)), rank, world)
         own_path = predictions_path if world == 1 else rank_predictions_path(predictions_path, rank)
-        for batch in wrap(batches, len(batches), f"Answering {len(todo)} of {len(records)} clips"):
+        clips = sum(len(batch) for batch in batches)  # the bar counts clips (this process's share)
+        for batch in wrap(batches, clips, f"Answering {len(todo)} of {len(records)} clips"):
             answers = predictor.answer(batch)
             append_predictions(own_path, answers)
             done.update((a["id"], a) for a in answers)
@@ -519,8 +527,34 @@ def assemble_report(config: EvaluateConfig, dataset, records: Sequence[dict], pr
         "predictor": predictor,
         "template_version": TEMPLATE_VERSION,
         "metrics": build_report(cases),
+        "calibration": calibration_report(cases, predictions),
         "paper": PAPER,
         "notes": notes,
+    }
+
+
+def calibration_report(cases: Sequence[Case], predictions: dict[str, dict], bins: int = CALIBRATION_BINS) -> dict | None:
+    """How well the answers' confidences match how often they are right; None when none has one.
+
+    An answer counts as right when stem and direction are both right (for a no-error clip: it says
+    no adjustment is needed), the paper's "Both". ``expected_calibration_error`` is the mean gap
+    between confidence and accuracy over ``bins`` equal-width bins, weighted by their counts.
+    """
+    from mixcritic.metrics import both_correct, expected_calibration_error, reliability_table
+
+    pairs = [(float(predictions[c.sample_id]["confidence"]), both_correct(c))
+             for c in cases if predictions[c.sample_id].get("confidence") is not None]
+    if not pairs:
+        return None
+    confidences, correct = [p[0] for p in pairs], [p[1] for p in pairs]
+    return {
+        "n": len(pairs),
+        "correct_means": "both",
+        "bins": bins,
+        "mean_confidence": sum(confidences) / len(pairs),
+        "accuracy": sum(correct) / len(pairs),
+        "expected_calibration_error": expected_calibration_error(confidences, correct, bins),
+        "reliability": reliability_table(confidences, correct, bins),
     }
 
 
@@ -587,6 +621,9 @@ def write_report_files(report: dict, out_dir: Path) -> list[Path]:
         "tasks.csv": tasks_csv(metrics["tasks"], paper["tasks"]),
         "confusion.csv": confusion_csv(metrics["confusion"]),
     }
+    calibration = report.get("calibration")
+    if calibration:
+        files["reliability.csv"] = reliability_csv(calibration)
     written = []
     for name, text in files.items():
         write_text_atomic(out_dir / name, text)
@@ -594,7 +631,54 @@ def write_report_files(report: dict, out_dir: Path) -> list[Path]:
     png = write_confusion_png(metrics["confusion"], out_dir / "confusion.png", report["predictor"].get("name", ""))
     if png:
         written.append(png)
+    if calibration:
+        png = write_reliability_png(calibration, out_dir / "reliability.png", report["predictor"].get("name", ""))
+        if png:
+            written.append(png)
     return written
+
+
+def reliability_csv(calibration: dict) -> str:
+    """The reliability table as CSV: one row per confidence bin."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["low", "high", "count", "mean_confidence", "accuracy"])
+    for row in calibration["reliability"]:
+        writer.writerow([_fmt(row["low"]), _fmt(row["high"]), row["count"], _fmt(row["mean_confidence"]), _fmt(row["accuracy"])])
+    return buffer.getvalue()
+
+
+def write_reliability_png(calibration: dict, path: Path, title: str) -> Path | None:
+    """Reliability diagram (accuracy against confidence per bin, the diagonal is perfect calibration);
+    None (nothing written) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [r for r in calibration["reliability"] if r["count"]]
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    width = calibration["reliability"][0]["high"] - calibration["reliability"][0]["low"]
+    ax.bar([r["low"] for r in rows], [r["accuracy"] for r in rows], width=width, align="edge", alpha=0.7,
+           edgecolor="black", label="accuracy (Both)")
+    ax.plot([r["mean_confidence"] for r in rows], [r["accuracy"] for r in rows], "o", color="black", markersize=3)
+    for r in rows:
+        ax.text(r["low"] + width / 2, min(r["accuracy"] + 0.02, 0.97), str(r["count"]), ha="center", fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ece = calibration["expected_calibration_error"]
+    ax.set_title(f"Reliability ({title}), ECE {100 * ece:.1f} %" if title else f"Reliability, ECE {100 * ece:.1f} %")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def write_confusion_png(confusion: dict, path: Path, title: str) -> Path | None:

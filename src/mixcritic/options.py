@@ -12,4 +12,4 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print only JSON on std
 WorkersOption = Annotated[int, typer.Option("--workers", min=1, help="Worker processes for audio work.")]
 SegmentOption = Annotated[float, typer.Option("--segment-s", min=1.0, help="Segment (chunk) length in seconds.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps.")]
-DataArgument = Annotated[Path, typer.Argument(help="Dataset folder written by `mixcritic synth`.", show_default=False)]
+DataArgument = Annotated[Path, typer.Argument(metavar="DATA", help="Dataset folder written by `mixcritic synth`.", show_default=False)]

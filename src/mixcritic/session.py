@@ -11,7 +11,10 @@ Two kinds of input:
 
 Everything is read with libsndfile (any rate, channel count, bit depth), downmixed to mono and
 resampled to the model's rate. Stems of unequal length are padded with silence at the end and
-the padding is reported.
+the padding is reported. A file that is digitally silent (every sample zero) is never judged: it is
+listed among the ignored files with the reason. A file much shorter than the others (under
+:data:`MIN_DURATION_S`, or under :data:`MIN_LENGTH_RATIO` of the longest) is a broken export and is
+refused unless the caller accepts padding it (``--pad``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ AUDIO_SUFFIXES: frozenset[str] = frozenset(
 
 MIN_DURATION_S = 1.0
 """Shortest song the critic accepts, in seconds."""
+
+MIN_LENGTH_RATIO = 0.5
+"""A stem shorter than this share of the longest one is taken for a truncated export (see ``--pad``)."""
+
+SILENT_REASON = "digitally silent (every sample is zero): not judged and not listed as present"
+"""Why a silent file is ignored (shown per file)."""
 
 PAD_REPORT_S = 0.001
 """Length differences below this (resampling rounding) are padded silently."""
@@ -135,6 +144,11 @@ def parse_anchor(anchor: str | None) -> str:
     if anchor is None or not anchor.strip():
         raise InputError(
             f"--anchor is required: name the stem whose level is right, one of {', '.join(TARGET_STEMS)}"
+        )
+    if anchor.strip().lower() in STEM_ALIASES["other"]:
+        raise InputError(
+            f"--anchor {anchor}: 'other' cannot be the anchor: it is everything that is not bass, drums or vocals, "
+            f"so it has no typical level to be right about (the critic never judges it); use one of {', '.join(TARGET_STEMS)}"
         )
     return canonical_stem(anchor, "--anchor", TARGET_STEMS)
 
@@ -290,23 +304,46 @@ def _sum_padded(arrays: list[np.ndarray], num_samples: int) -> np.ndarray:
 
 
 def load_stems(
-    assignments: list[tuple[Path, str, str]], rate_hz: int, progress: Callable[[Path], None] | None = None
-) -> tuple[dict[str, np.ndarray], list[SessionFile]]:
-    """Read every assigned file, sum per stem, pad to the longest. Returns ``(audio, files)``;
-    ``progress(path)`` is called after each file."""
+    assignments: list[tuple[Path, str, str]],
+    rate_hz: int,
+    progress: Callable[[Path], None] | None = None,
+    pad: bool = False,
+) -> tuple[dict[str, np.ndarray], list[SessionFile], list[IgnoredFile]]:
+    """Read every assigned file, set aside digitally silent ones, check lengths, sum per stem and
+    pad to the longest. Returns ``(audio, files, silent)``; ``progress(path)`` is called after each
+    file. InputError names a file much shorter than the others unless ``pad`` is true."""
     per_stem: dict[str, list[np.ndarray]] = {}
     files: list[SessionFile] = []
+    silent: list[IgnoredFile] = []
     for path, stem, how in assignments:
         audio, info = _read_mono(path, rate_hz)
-        per_stem.setdefault(stem, []).append(audio)
-        files.append(SessionFile(path, stem, how, info.duration_s, info.rate_hz, info.channels))
         if progress is not None:
             progress(path)
-    num_samples = max(len(a) for arrays in per_stem.values() for a in arrays)
+        if not np.any(audio):
+            silent.append(IgnoredFile(path, SILENT_REASON))
+            continue
+        per_stem.setdefault(stem, []).append(audio)
+        files.append(SessionFile(path, stem, how, info.duration_s, info.rate_hz, info.channels))
+    if not files:
+        return {}, [], silent
     longest_s = max(f.duration_s for f in files)
+    if not pad:
+        check_lengths(files, longest_s)
+    num_samples = max(len(a) for arrays in per_stem.values() for a in arrays)
     files = [_with_padding(f, longest_s) for f in files]
     ordered = {stem: _sum_padded(per_stem[stem], num_samples) for stem in STEMS if stem in per_stem}
-    return ordered, files
+    return ordered, files, silent
+
+
+def check_lengths(files: list[SessionFile], longest_s: float) -> None:
+    """InputError naming the first file under :data:`MIN_DURATION_S` or under
+    :data:`MIN_LENGTH_RATIO` of ``longest_s`` (a truncated export)."""
+    for f in files:
+        if f.duration_s < MIN_DURATION_S or f.duration_s < MIN_LENGTH_RATIO * longest_s:
+            raise InputError(
+                f"{f.path}: {f.duration_s:.3f} s long beside a {longest_s:.2f} s stem, which looks like a truncated "
+                "or broken export; export it again at full length, or pass --pad to pad it with silence"
+            )
 
 
 def _with_padding(info: SessionFile, longest_s: float) -> SessionFile:
@@ -336,10 +373,13 @@ def open_stem_folder(
     overrides: dict[Path, str] | None = None,
     rate_hz: int = MODEL_SAMPLE_RATE_HZ,
     progress: Callable[[Path], None] | None = None,
+    pad: bool = False,
 ) -> Session:
     """Discover, read and sum the stems of a folder (and/or ``--stem`` overrides).
 
-    Raises InputError when no audio is found, the anchor stem is absent or silent, or the
+    Digitally silent files are moved to ``ignored`` (a stem whose files are all silent is not
+    present). Raises InputError when no audio is found, the anchor stem is absent or silent, a
+    file is much shorter than the others (unless ``pad``; see :func:`check_lengths`), or the
     session is under :data:`MIN_DURATION_S`; AudioError naming a file that cannot be read or
     holds NaN/Inf samples.
     """
@@ -357,12 +397,12 @@ def open_stem_folder(
             f"{where}: anchor stem {anchor_stem!r} not found: no file name matches it{_describe(assignments)}; "
             f"rename its file or pass --stem {anchor_stem}=PATH"
         )
-    audio, files = load_stems(assignments, rate_hz, progress)
-    session = Session("stems", folder, anchor_stem, tuple(audio), audio, rate_hz, files, ignored)
-    check_duration(session.duration_s, where)
-    if not np.any(audio[anchor_stem]):
-        names = ", ".join(f.path.name for f in files if f.stem == anchor_stem)
+    audio, files, silent = load_stems(assignments, rate_hz, progress, pad)
+    if anchor_stem not in audio:
+        names = ", ".join(path.name for path, stem, _ in assignments if stem == anchor_stem)
         raise InputError(f"{where}: anchor stem {anchor_stem!r} ({names}) is silent; choose another --anchor")
+    session = Session("stems", folder, anchor_stem, tuple(audio), audio, rate_hz, files, ignored + silent)
+    check_duration(session.duration_s, where)
     return session
 
 
@@ -388,8 +428,10 @@ def open_session(
     stems_present: str | None = None,
     rate_hz: int = MODEL_SAMPLE_RATE_HZ,
     progress: Callable[[Path], None] | None = None,
+    pad: bool = False,
 ) -> Session:
-    """Open whatever the user pointed at: a folder of stems, a mixed file, or ``--stem`` files only."""
+    """Open whatever the user pointed at: a folder of stems, a mixed file, or ``--stem`` files only.
+    ``pad`` accepts stems much shorter than the others (padded with silence)."""
     anchor_stem = parse_anchor(anchor)
     if path is not None and not path.exists():
         raise InputError(f"{path}: no such file or folder")
@@ -402,7 +444,7 @@ def open_session(
     if path is None and not stem_options:
         raise InputError("give a folder of stems, a mixed audio file, or --stem NAME=PATH options")
     overrides = parse_stem_overrides(stem_options, path)
-    return open_stem_folder(path, anchor_stem, overrides, rate_hz, progress)
+    return open_stem_folder(path, anchor_stem, overrides, rate_hz, progress, pad)
 
 
 def resample_session(session: Session, rate_hz: int) -> Session:
@@ -419,7 +461,8 @@ def resample_session(session: Session, rate_hz: int) -> Session:
 
 
 __all__ = [
-    "AUDIO_SUFFIXES", "IGNORED_NAMES", "InputError", "MIN_DURATION_S", "STEM_ALIASES",
+    "AUDIO_SUFFIXES", "IGNORED_NAMES", "InputError", "MIN_DURATION_S", "MIN_LENGTH_RATIO", "SILENT_REASON",
+    "STEM_ALIASES", "check_lengths",
     "IgnoredFile", "Session", "SessionFile", "canonical_stem", "classify_folder", "name_tokens",
     "open_mix_file", "open_session", "open_stem_folder", "parse_anchor", "parse_stem_overrides",
     "parse_stems_present", "resample_session", "stem_for_name",

@@ -704,9 +704,37 @@ def synthesize(
 
     started = time.perf_counter()
     source, data_dir = Path(source), Path(data_dir)
+    check_out_dir(data_dir)
     tracks = assign_splits(discover_tracks(source), config.seed, config.valid_fraction)
     identity = run_identity(source, config)
+    existed = data_dir.exists()
+    fresh = not existed or not any(data_dir.iterdir())
     digest = prepare_data_dir(data_dir, identity, overwrite)
+    try:
+        return _build(source, data_dir, tracks, config, identity, digest, workers, strict, show_progress, started)
+    except Exception:
+        if fresh:  # a new dataset that failed leaves nothing behind, so a retry (any options) starts clean
+            _remove_dataset(data_dir)
+            _remove_stray_tmp(data_dir)
+            if not existed:
+                with contextlib.suppress(OSError):
+                    data_dir.rmdir()
+        raise
+
+
+def check_out_dir(data_dir: Path) -> None:
+    """DatasetError when ``--out`` names something other than a folder."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DatasetError(f"--out {data_dir}: is a file, not a folder; give a new or empty folder for the dataset")
+
+
+def _build(
+    source: Path, data_dir: Path, tracks: list[Track], config: SynthConfig, identity: dict, digest: str,
+    workers: int, strict: bool, show_progress: bool, started: float,
+) -> SynthResult:
+    """The body of :func:`synthesize` once ``data_dir`` is claimed: work units, then assembly."""
+    from mixcritic.console import warn
+
     done = {t.key: unit for t in tracks if (unit := load_unit(data_dir, t.key, digest)) is not None}
     threads = stem_threads(workers)
     jobs = [TrackJob(t, config, data_dir, digest, threads) for t in tracks if t.key not in done]
@@ -731,6 +759,7 @@ def synthesize(
         unit = load_unit(data_dir, job.track.key, digest)
         if unit is not None:
             done[job.track.key] = unit
+    check_broken_splits(source, tracks, broken)
     if not any(unit["records"] for unit in done.values()):
         raise DatasetError(
             f"{source}: no samples: {len(broken)} of {len(tracks)} tracks are broken and the rest gave no chunk "
@@ -740,6 +769,20 @@ def synthesize(
     info = assemble(data_dir, tracks, done, broken, identity)
     _remove_stray_tmp(data_dir)
     return SynthResult(data_dir, info, time.perf_counter() - started, len(jobs) - len(broken), len(tracks) - len(jobs), warnings)
+
+
+def check_broken_splits(source: Path, tracks: list[Track], broken: list[dict]) -> None:
+    """DatasetError when every track of a source split (``train/`` or ``test/``) is broken: that
+    split of the dataset would be empty, which no later command can use."""
+    broken_tracks = {(b["split"], b["track"]) for b in broken}
+    for source_split in SOURCE_SPLITS:
+        split_tracks = {(t.split, t.name) for t in tracks if t.source_split == source_split}
+        if split_tracks and split_tracks <= broken_tracks:
+            files = ", ".join(b["file"] for b in broken if (b["split"], b["track"]) in split_tracks)
+            raise DatasetError(
+                f"{source / source_split}: every track is broken ({files}); no dataset was written. "
+                "Fix or replace those files (see the warnings above) and run the same command again"
+            )
 
 
 def stem_threads(workers: int) -> int:

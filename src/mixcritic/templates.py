@@ -221,6 +221,8 @@ _REFERENCE_RE = re.compile(
     rf"\b(?:relative to|compared (?:to|with)|with respect to|against|versus|vs\.?|than|next to|over|under|"
     rf"above|below|behind|underneath|anchor(?:ed)? (?:on|to)|reference|with|match(?:es|ing)?|"
     rf"(?:to|at) the level of)\s+(?:the\s+)?(?:{_ANY_STEM})\b"
+    rf"|\b(?:using|use|taking|take|treating|treat|with|keeping|keep)\s+(?:the\s+)?(?:{_ANY_STEM})\s+as\s+"
+    r"(?:the\s+|a\s+|our\s+|your\s+)?(?:reference|anchor)\b"
 )
 """A stem named as the reference ('louder than the drums') is the anchor, not the target."""
 
@@ -261,15 +263,27 @@ _MILD = re.compile(
     r"\b(?:a little|a bit|a touch|slightly|somewhat|mildly|a tad|marginally|a shade|small|subtly|a hair"
     r"|gently|modestly)\b"
 )
+_BALANCED_ADVERBS = (
+    r"(?:well|nicely|properly|perfectly|correctly|evenly|appropriately|fairly|reasonably|quite|very|pretty|already"
+    r"|good and)"
+)
 _NO_ERROR = re.compile(
-    r"\bwell[- ]balanced\b|\bin balance\b|\b(?:is|are|sounds?|looks?|seems?|already|nicely) (?:well |nicely )?balanced\b"
+    r"\bwell[- ]balanced\b|\bin (?:good |proper |perfect )?balance\b"
+    rf"|\b(?:is|are|sounds?|looks?|seems?|already|nicely|remains?|stays?|feels?)(?: {_BALANCED_ADVERBS}){{0,2}} balanced\b"
+    r"|\b(?<!not )(?<!n't )(?<!never )(?:properly|perfectly|correctly|appropriately) (?:balanced|mixed|leveled|levelled|set|placed)\b"
+    r"|\b(?<!not )(?<!n't )(?<!never )balanced (?:properly|correctly|perfectly|well|nicely)\b"
+    r"|\b(?<!not )(?<!n't )(?:at|sits? at|is at|are at) (?:the|a|an) (?:right|correct|proper|appropriate|good|suitable|ideal) "
+    r"(?:level|volume)\b"
+    r"|\b(?<!not )(?<!n't )in (?:a|the) (?:good|right) (?:place|spot)\b"
+    r"|\b(?<!not )(?<!n't )where (?:it|they) (?:should be|belongs?)\b"
+    r"|\b(?<!not )(?<!n't )sits? (?:well|nicely|right)\b(?! (?:below|above|under|over|behind|in front)\b)"
     r"|\bno (?:stem|gain|level|balance|volume|mix|mixing)?\s?(?:change|adjustment|correction|fix|problem|issue"
     r"|error|flaw|imbalance)s?\b"
     r"|\bno stem (?:needs|is|requires)\b|\bnothing (?:needs|stands out|to (?:change|fix)|is (?:wrong|off))\b"
     r"|\b(?:leave|keep)\b.{0,40}?\b(?:as (?:it is|they are|is)|where (?:it is|they are)|unchanged|alone)\b"
     r"|\b(?:can|should) stay as\b|\bnot touch\b|\bsits? at a sensible level\b|\bfine as\b"
     r"|\b(?:is|are|sounds?|sits?|looks?) (?:fine|good|right|ok|okay|correct)\b"
-    r"|\b(?:does not|doesn't|do not|don't|would not|wouldn't|need not|needn't) (?:need |require )?(?:to )?(?:be )?"
+    r"|\b(?:does not|doesn't|do not|don't|would not|wouldn't|need not|needn't) (?:need |require )?(?:any )?(?:to )?(?:be )?"
     r"(?:change|adjust|touch|fix|move)"
     r"|\bno need to\b|\bnothing to (?:change|fix|adjust)\b"
     r"|\b(?:levels?|balance) (?:is|are|look|looks|sound|sounds|already) (?:right|good|fine|correct|spot on|work)"
@@ -298,23 +312,96 @@ _SINGLE_RE = re.compile(rf"{_NUMBER}\s*{_UNIT}")
 def parse_response(text: str) -> Label | None:
     """Read a response back into a Label, or None when it does not say one clear thing.
 
-    Rules (details in docs/templates.md): one target stem must be named (a stem named as the
-    reference, "than the drums", does not count; two target stems -> None); the direction comes
-    from verbs (increase/boost/raise/bring up... vs reduce/lower/cut/turn down...), else from
-    state words (too quiet/buried vs too loud/overpowering), else from the numbers' signs; any
-    conflict -> None. The category is the direction plus the stated range's midpoint (below 6 dB
-    -> quiet/loud, above -> very_quiet/very_loud, exactly 6 -> severity words, then the milder
-    one); without numbers, severity words decide and ``correction_db`` is the category's range.
-    A no-error statement ("well balanced", "no change needed") gives no_error unless the text
-    also names one stem and a direction (then it is that flaw); with a direction and numbers but
-    no single stem -> None. Negated verbs and states ("don't boost", "not too loud") say nothing.
+    Rules (details in docs/templates.md): a clause that only says some stems are balanced ("the
+    vocals is properly balanced in the mix. the bass is too quiet ...") sets those stems aside:
+    the rest of the answer decides, and a flaw on a stem just called balanced is a contradiction
+    (None). Then one target stem must be named (a stem named as the reference, "than the drums",
+    does not count; two target stems -> None); the direction comes from verbs
+    (increase/boost/raise/bring up... vs reduce/lower/cut/turn down...), else from state words
+    (too quiet/buried vs too loud/overpowering), else from the numbers' signs; any conflict ->
+    None. The category is the direction plus the stated range's midpoint (below 6 dB ->
+    quiet/loud, above -> very_quiet/very_loud, exactly 6 -> severity words, then the milder one);
+    without numbers, severity words decide and ``correction_db`` is the category's range. A
+    no-error statement ("well balanced", "no change needed") gives no_error unless the text also
+    names one stem and a direction (then it is that flaw); with a direction and numbers but no
+    single stem -> None. Negated verbs and states ("don't boost", "not too loud") say nothing.
     """
     if not isinstance(text, str):
         return None
     norm = _normalise(text)
     if not re.search(r"[a-z]", norm):
         return None
+    balanced, rest = _set_aside_balanced_stems(norm)
+    if not balanced:
+        return _parse_normalised(norm)
+    label = _parse_normalised(rest)
+    if label is None:
+        # what is left states no direction: the answer only says that stems are balanced
+        asserted = _NEGATED_STATE.sub(" ", _NEGATED_VERB.sub(" ", rest))
+        return Label("no_error") if _find_direction(asserted, _find_range(rest)[1]) is None else None
+    if label.stem in balanced:
+        return None  # "the bass is properly balanced ... raise the bass": contradicts itself
+    return label
 
+
+_CLAUSE_BREAK_RE = re.compile(
+    r"[.!?;:](?=\s|$)|,|\b(?:but|while|whilst|whereas|although|though|however|yet|and also)\b"
+)
+"""Where a compound answer's clauses meet: sentence ends, commas and contrasting conjunctions."""
+_AND_CLAUSE_RE = re.compile(
+    rf"\band\b(?=\s+(?:the\s+)?(?:{_ANY_STEM})\s+(?:is|are|sits?|sounds?|seems?|needs?|should|could|must|lacks?"
+    r"|overpowers?|dominates?|drowns?)\b)"
+    r"|\band\b(?=\s+(?:increase|raise|boost|lift|reduce|lower|cut|decrease|attenuate|trim|turn|bring|push|pull)\b)"
+)
+"""'... balanced in the mix and the bass is too quiet', '... as they are and cut the bass': an 'and'
+that starts a new clause about a stem or a new instruction."""
+
+
+def _set_aside_balanced_stems(norm: str) -> tuple[set[str], str]:
+    """Stems that a clause only calls balanced ("the vocals is properly balanced in the mix"),
+    and the text without those clauses (the rest kept verbatim, so ranges stay intact).
+
+    A clause counts when it makes a no-error statement, names at least one stem and states no
+    direction; any other clause stays. A clause with a no-error statement and a direction is
+    looked at again, cut before an 'and' that starts a clause about a stem."""
+    balanced: set[str] = set()
+    kept: list[str] = []
+    for clause in _cut(norm, _CLAUSE_BREAK_RE):
+        stems = _balanced_only(clause)
+        if stems is None and _NO_ERROR.search(clause):
+            parts = _cut(clause, _AND_CLAUSE_RE)
+            found = [_balanced_only(part) for part in parts]
+            if len(parts) > 1 and any(found):
+                for part, part_stems in zip(parts, found):
+                    balanced |= part_stems or set()
+                    kept.append(" . " if part_stems else part)
+                continue
+        balanced |= stems or set()
+        kept.append(" . " if stems else clause)
+    return balanced, re.sub(r"\s+", " ", "".join(kept)).strip()
+
+
+def _cut(text: str, breaks: re.Pattern) -> list[str]:
+    """``text`` cut at the start of each match of ``breaks`` (the pieces join back to ``text``)."""
+    starts = [0] + [match.start() for match in breaks.finditer(text) if match.start() > 0] + [len(text)]
+    return [text[a:b] for a, b in zip(starts, starts[1:]) if b > a]
+
+
+def _balanced_only(clause: str) -> set[str] | None:
+    """The stems a clause calls balanced when that is all it says (no direction); else None."""
+    if not _NO_ERROR.search(clause):
+        return None
+    asserted = _NEGATED_STATE.sub(" ", _NEGATED_VERB.sub(" ", clause))
+    stems = _stems_named(asserted) or _stems_named(clause)
+    if stems and _find_direction(asserted, _find_range(clause)[1]) is None:
+        return stems
+    return None
+
+
+def _parse_normalised(norm: str) -> Label | None:
+    """The rules of :func:`parse_response` after normalisation, on one answer or what is left of it."""
+    if not re.search(r"[a-z]", norm):
+        return None
     no_error = bool(_NO_ERROR.search(norm))
     asserted = _NEGATED_STATE.sub(" ", _NEGATED_VERB.sub(" ", norm))
     stem = _find_stem(asserted)

@@ -38,14 +38,14 @@ StemOption = Annotated[
 ]
 StemsPresentOption = Annotated[
     Optional[str],
-    typer.Option("--stems-present", help="Mixed-file mode: stems in the mix, comma-separated \\[default: bass,drums,other,vocals].", show_default=False),
+    typer.Option("--stems-present", help="Mixed-file mode: stems in the mix, comma-separated (default: bass,drums,other,vocals).", show_default=False),
 ]
 ModelOption = Annotated[
     Optional[str],
     typer.Option(
         "--model", metavar="RUN|builtin",
         help="Run folder written by `mixcritic train` (measured or LLM), or `builtin` for the measured critic shipped "
-        "with mixcritic \\[default: $MIXCRITIC_MODEL, else <user data dir>/model, else builtin].",
+        "with mixcritic (default: $MIXCRITIC_MODEL, else <user data dir>/model, else builtin).",
         show_default=False,
     ),
 ]
@@ -54,12 +54,28 @@ LlmOption = Annotated[Optional[str], typer.Option("--llm", help="Local folder (o
 BatchOption = Annotated[int, typer.Option("--batch-size", min=1, help="Segments generated together.")]
 SegmentOverride = Annotated[
     Optional[float],
-    typer.Option("--segment-s", min=1.0, help="Segment length in seconds \\[default: the critic's, as it was trained].", show_default=False),
+    typer.Option("--segment-s", min=1.0, help="Segment length in seconds (default: the critic's, as it was trained).", show_default=False),
+]
+
+PadOption = Annotated[
+    bool,
+    typer.Option("--pad", help="Accept stems much shorter than the others (under 1 s or half the longest) and pad them with silence."),
+]
+
+ExportOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--export", metavar="DIR",
+        help="Also write each judged segment's mix and the same with the advice applied (WAV), "
+        "and with matplotlib a PNG of the stem levels, into DIR.",
+        show_default=False,
+    ),
 ]
 
 _VERDICT_STYLE = {
     "very_loud": "bold red", "very_quiet": "bold red", "loud": "yellow", "quiet": "yellow",
     "balanced": "green", "silent": "dim", "anchor_inactive": "dim", "no_target": "dim", "unparsed": "magenta",
+    "stem_inactive": "dim",
 }
 
 
@@ -74,6 +90,8 @@ def critique(
     device: DeviceOption = "auto",
     batch_size: BatchOption = 8,
     segment_s: SegmentOverride = None,
+    pad: PadOption = False,
+    export: ExportOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Say, per segment, which stem is out of balance against the anchor and by how many dB.
@@ -86,20 +104,24 @@ def critique(
 
     Examples:
 
-    mixcritic critique ./stems --anchor drums
-
-    mixcritic critique song.wav --anchor vocals --stems-present bass,drums,vocals
-
-    mixcritic critique ./stems --anchor vocals --stem bass=DI/Bass.wav --json > advice.json
+    \b
+      mixcritic critique ./stems --anchor drums
+      mixcritic critique mix.wav --anchor vocals --stems-present bass,drums,vocals
+      mixcritic critique ./stems --anchor vocals --stem bass=DI/Bass.wav --json
+      mixcritic critique ./stems --anchor drums --export advice
     """
     from mixcritic.console import info, warn
     from mixcritic.critique import resolve_model
     from mixcritic.session import open_session
 
+    if export is not None:
+        from mixcritic.export import check_export_dir
+
+        check_export_dir(export)
     with ProgressBar("Reading audio", None) as advance:
-        session = open_session(source, anchor, stem, stems_present, progress=lambda path: advance(1))
+        session = open_session(source, anchor, stem, stems_present, progress=lambda path: advance(1), pad=pad)
     report_session(session)
-    result = critique_with_model(session, resolve_model(model), device, encoder, llm, batch_size, segment_s)
+    result = critique_with_model(session, resolve_model(model), device, encoder, llm, batch_size, segment_s, export)
     if json_output:
         if result.settings["wiring_only"]:
             warn(WIRING_ONLY_CAVEAT)
@@ -111,6 +133,18 @@ def critique(
     info(f"Done: {len(result.segments)} segment(s).")
 
 
+def write_export(result: "CritiqueReport", folder: Path, typical_db: dict | None = None) -> None:
+    """``--export``: the per-segment WAVs and the level plot, reported on stderr."""
+    from mixcritic.console import info, warn
+    from mixcritic.export import export_report
+
+    exported = export_report(result, folder, typical_db)
+    for note in exported.notes:
+        warn(note)
+    plot = f" and {exported.plot.name}" if exported.plot else ""
+    info(f"Exported {len(exported.files)} judged segment(s) to {folder}: WAVs (mix / fixed){plot}; see export.json")
+
+
 WIRING_ONLY_CAVEAT = (
     "this run was trained with the tiny preset to check the wiring: its advice is near chance, "
     "not a trained critic's; use the built-in critic (no --model) or a run trained on real data"
@@ -119,18 +153,20 @@ WIRING_ONLY_CAVEAT = (
 
 def critique_with_model(
     session: "Session", model: "str | Path", device: str, encoder: str | None, llm: str | None,
-    batch_size: int, segment_s: float | None,
+    batch_size: int, segment_s: float | None, export: Path | None = None,
 ) -> "CritiqueReport":
-    """Load the critic, warn about setting mismatches, run every segment with a progress bar."""
-    from mixcritic.console import info, warn
+    """Load the critic, warn about setting mismatches, run every segment with a progress bar;
+    with ``export``, write the ``--export`` files (the critic may shade its typical ranges)."""
+    from mixcritic.console import info, spinner, warn
     from mixcritic.critics import critic_line
     from mixcritic.critique import (
         CritiqueConfig, check_critic_fits_session, check_template_version, critic_device, load_model, num_segments,
         run_critique,
     )
 
-    info("Loading the built-in critic ..." if str(model) == "builtin" else f"Loading the model from {model} ...")
-    critic = load_model(model, device, encoder, llm)
+    label = "Loading the built-in critic" if str(model) == "builtin" else f"Loading the model from {model}"
+    with spinner(label):
+        critic = load_model(model, device, encoder, llm)
     check_critic_fits_session(session, critic)
     info(critic_line(model, critic))
     config = CritiqueConfig.from_settings(critic.settings, segment_s, batch_size)
@@ -146,7 +182,17 @@ def critique_with_model(
             "it is padded with silence to the segment length"
         )
     with ProgressBar("Critiquing segments", num_segments(session, config)) as advance:
-        return run_critique(session, critic, config, model, critic_device(critic, "cpu"), advance)
+        report = run_critique(session, critic, config, model, critic_device(critic, "cpu"), advance)
+    if export is not None:
+        write_export(report, export, typical_range_db(critic, session.anchor_stem))
+    return report
+
+
+def typical_range_db(critic, anchor_stem: str) -> dict | None:
+    """``{stem: (low_db, high_db)}``: the level against the anchor a critic expects, when it offers
+    one (an optional ``typical_range_db(anchor_stem)`` method); None otherwise (no shading)."""
+    method = getattr(critic, "typical_range_db", None)
+    return method(anchor_stem) if callable(method) else None
 
 
 class ProgressBar:
@@ -157,7 +203,8 @@ class ProgressBar:
 
         from mixcritic.console import stderr
 
-        self._bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=stderr, transient=True)
+        self._bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=stderr,
+                             transient=True, disable=not stderr.is_terminal)  # transient: nothing to keep in a log
         self._task = self._bar.add_task(label, total=total)
 
     def __enter__(self):
@@ -171,6 +218,7 @@ class ProgressBar:
 def report_session(session: "Session") -> None:
     """Warnings and notes about how the input was read, on stderr."""
     from mixcritic.console import info, warn
+    from mixcritic.session import SILENT_REASON
 
     if session.mode == "mix":
         f = session.files[0]
@@ -187,7 +235,10 @@ def report_session(session: "Session") -> None:
         if f.padded_s:
             warn(f"{f.path.name} is {f.padded_s:.3f} s shorter than the longest stem; padded with silence at the end")
     for f in session.ignored:
-        info(f"ignored {f.path.name}: {f.reason}")
+        if f.reason == SILENT_REASON:
+            warn(f"{f.path.name} is {f.reason}")
+        else:
+            info(f"ignored {f.path.name}: {f.reason}")
     info(f"anchor: {session.anchor_stem}; length {session.duration_s:.2f} s")
 
 
@@ -204,8 +255,32 @@ def verdict_label(result) -> tuple[str, str]:
     words = {
         "balanced": "balanced", "silent": "silent (skipped)", "anchor_inactive": "no anchor (skipped)",
         "no_target": "nothing to compare (skipped)", "unparsed": "not understood",
+        "stem_inactive": f"{result.stem} silent here (not judged)",
     }
     return words[result.verdict], _VERDICT_STYLE[result.verdict]
+
+
+def advice_text(result) -> str:
+    """The advice column: the answer *as parsed*, in the templates' words, so that it says exactly
+    what the verdict and correction columns say (an answer such as "a bit too hot ... 6 to 12 dB"
+    parses as much too loud, and is shown as such). The verbatim answer is in ``--json``; an
+    unparsed answer is shown verbatim. Stems silent in the segment are named."""
+    from mixcritic.labels import Label
+    from mixcritic.templates import render_response
+
+    if result.verdict in ("too_loud", "too_quiet", "balanced"):
+        label = Label(result.category, result.stem, tuple(result.correction_db) if result.correction_db else None)
+        text = render_response(label, 0)
+    elif result.verdict == "unparsed":
+        text = result.text or ""
+    elif result.verdict == "stem_inactive":
+        text = f"The answer was about the {result.stem}, which does not play here; not used."
+    else:
+        text = ""
+    silent = [stem for stem in result.not_judged if not (result.verdict == "stem_inactive" and stem == result.stem)]
+    if silent:
+        text = f"{text} ({', '.join(silent)} silent here: not judged)".strip()
+    return text
 
 
 def correction_label(result) -> str:
@@ -219,7 +294,7 @@ def correction_label(result) -> str:
 
 def confidence_label(result) -> str:
     """Text of a segment's confidence column: ``83 %``, or ``—`` when there is none."""
-    return "—" if result.confidence is None else f"{result.confidence:.0%}".replace("%", " %")
+    return "—" if result.confidence is None else f"{round(100 * result.confidence)} %"
 
 
 def print_report(report: "CritiqueReport", console: "Console") -> None:
@@ -243,9 +318,11 @@ def print_report(report: "CritiqueReport", console: "Console") -> None:
     for r in report.segments:
         verdict, style = verdict_label(r)
         time_range = f"{_time(r.start_s)}–{_time(r.end_s)}" + (" (padded)" if r.padded_s else "")
-        cells = [str(r.index + 1), time_range, Text(verdict, style=style), Text(r.text or ""), correction_label(r)]
+        cells = [str(r.index + 1), time_range, Text(verdict, style=style), Text(advice_text(r)), correction_label(r)]
         table.add_row(*cells, *([confidence_label(r)] if with_confidence else []))
     console.print(table)
+    if any(r.text and r.verdict in ("too_loud", "too_quiet", "balanced") and r.text != advice_text(r) for r in report.segments):
+        console.print(Text("Advice is each answer as parsed; --json has the critic's words verbatim.", style="dim"), soft_wrap=True)
     console.print(Text("Summary", style="bold"))
     for line in report.summary.lines:
         console.print(Text(f"  {line}"), soft_wrap=True)

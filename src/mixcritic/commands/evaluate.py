@@ -71,14 +71,17 @@ def evaluate(
 
     Examples:
 
-      mixcritic evaluate DATA --model RUN --limit 1000
-
-      mixcritic evaluate DATA --model builtin
-
-      mixcritic evaluate DATA --baseline loudness --json > loudness.json
+    \b
+      mixcritic evaluate data --model run --limit 1000
+      mixcritic evaluate data --model builtin
+      mixcritic evaluate data --baseline loudness --json > loudness.json
     """
     from mixcritic import console
+    from mixcritic.errors import MixcriticError
     from mixcritic.evaluate import EvaluateConfig, evaluate as run_evaluation
+
+    if out is not None and out.exists() and not out.is_dir():
+        raise MixcriticError(f"--out {out}: is a file, not a folder; give a folder for the report (new, or one to resume)")
 
     config = EvaluateConfig(
         data_dir=data, model_dir=model, baseline=baseline, split=split, limit=limit, seed=seed,
@@ -102,14 +105,34 @@ def evaluate(
 
 @contextlib.contextmanager
 def _progress_bars() -> Iterator:
-    """A ``progress(iterable, total, description)`` function drawing Rich bars on stderr."""
+    """A ``progress(iterable, total, description)`` function drawing Rich bars on stderr.
+
+    Until the first bar starts, a transient spinner with the elapsed time shows that the data and
+    the critic are loading. An item that is a list (a batch of clips) advances its bar by its
+    length, so the bar counts clips when ``total`` does."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from mixcritic.console import stderr
+    from mixcritic.console import spinner, stderr
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=False) as bars:
-        yield lambda items, total, description: bars.track(items, total=total, description=description)
+    bars = Progress(*columns, console=stderr, transient=False)
+    loading = contextlib.ExitStack()
+    loading.enter_context(spinner("Loading the data and the critic"))
+
+    def track(items, total, description):
+        loading.close()
+        bars.start()  # idempotent
+        task = bars.add_task(description, total=total)
+        for item in items:
+            yield item
+            bars.advance(task, len(item) if isinstance(item, list) else 1)
+
+    try:
+        yield track
+    finally:
+        loading.close()
+        if bars.live.is_started:
+            bars.stop()
 
 
 def _pct(value) -> str:
@@ -180,6 +203,21 @@ WIRING_ONLY_CAVEAT = (
 )
 
 
+def _reliability_table(calibration: dict) -> "Table":
+    """Confidence bins: answers, mean confidence, how often right (Both)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="Reliability (confidence bins; a calibrated critic has accuracy = confidence)",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in ("confidence", "N", "mean confidence", "accuracy"):
+        table.add_column(header, justify="right")
+    for row in calibration["reliability"]:
+        if row["count"]:
+            table.add_row(f"{row['low']:.1f}-{row['high']:.1f}", str(row["count"]), _pct(row["mean_confidence"]), _pct(row["accuracy"]))
+    return table
+
+
 def _print_report(report: dict, out) -> None:
     from rich.text import Text
 
@@ -217,5 +255,13 @@ def _print_report(report: dict, out) -> None:
         f"Flaw claims naming the anchor stem (always wrong): {metrics['anchor_named']['count']} "
         f"({_pct(metrics['anchor_named']['share_of_claims'])})."
     )
+    calibration = report.get("calibration")
+    if calibration:
+        out.print(_reliability_table(calibration))
+        out.print(
+            f"Calibration of the {calibration['n']} confidences: expected calibration error "
+            f"{_pct(calibration['expected_calibration_error'])} (mean confidence {_pct(calibration['mean_confidence'])}, "
+            f"accuracy {_pct(calibration['accuracy'])}; right = stem and direction both right). The paper gives no confidence."
+        )
     for note in report.get("notes", []):
         out.print(f"[yellow]Note:[/yellow] {note}")

@@ -13,7 +13,7 @@ from mixcritic.options import DataArgument, JsonOption
 
 def render(
     data: DataArgument,
-    sample_id: Annotated[str, typer.Argument(help="The sample's `id` from DATA/{train,valid,test}.jsonl.", show_default=False)],
+    sample_id: Annotated[str, typer.Argument(metavar="SAMPLE_ID", help="The sample's `id` from DATA/{train,valid,test}.jsonl.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="WAV file to write (24 kHz mono, 32-bit float).", show_default=False)],
     raw: Annotated[bool, typer.Option("--raw", help="Skip loudness normalisation (the plain sum of the stems).")] = False,
     json_output: JsonOption = False,
@@ -22,7 +22,11 @@ def render(
 
     The four cached stems over the sample's chunk, the target stem changed by its gain_db, summed and normalised to the dataset's target loudness (--raw skips the normalisation). Samples are not clipped, so the file is 32-bit float.
 
-    Example: mixcritic render toy-data "$(head -n 1 toy-data/test.jsonl | jq -r .id)" --out flaw.wav
+    Example (the first test sample; jq reads its id):
+
+    \b
+      ID=$(head -n 1 toy-data/test.jsonl | jq -r .id)
+      mixcritic render toy-data "$ID" --out flaw.wav
     """
     from mixcritic.dataset import open_dataset, write_sample_wav
 

@@ -16,6 +16,7 @@ def synth(
     source: Annotated[
         Path,
         typer.Argument(
+            metavar="SOURCE",
             help="MUSDB18-HQ root: SOURCE/{train,test}/<track>/{bass,drums,other,vocals}.<wav|flac|...> (mixture.* is ignored).",
             show_default=False,
         ),
@@ -50,7 +51,11 @@ def synth(
 
     Same inputs + same seed give byte-identical manifests whatever --workers is. An interrupted run resumes: re-run the same command. Broken tracks are skipped with a warning and listed in dataset.json (--strict makes them fatal).
 
-    Example: mixcritic synth toy --out toy-data --workers 2
+    Examples:
+
+    \b
+      mixcritic synth toy --out toy-data --workers 2
+      mixcritic synth ~/MUSDB18HQ --out data --workers 8
     """
     from mixcritic.synthesis import SynthConfig, synthesize
 

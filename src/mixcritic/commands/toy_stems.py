@@ -15,6 +15,7 @@ def toy_stems(
     out: Annotated[
         Path,
         typer.Argument(
+            metavar="OUT",
             help="Folder to write: OUT/train/<track>/{bass,drums,other,vocals}.wav and OUT/test/<track>/...",
             show_default=False,
         ),
@@ -40,7 +41,10 @@ def toy_stems(
 
     Interrupted runs resume: re-run the same command and complete songs are kept. OUT must be new, empty, or a toy tree written with the same options.
 
-    Example: mixcritic toy-stems toy --tracks 8 --seconds 30
+    Example:
+
+    \b
+      mixcritic toy-stems toy --tracks 8 --seconds 30
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -10,14 +10,14 @@ from typing import Annotated, Optional
 import typer
 
 from mixcritic.console import print_json
-from mixcritic.errors import MixcriticError
+from mixcritic.errors import Interrupted, MixcriticError, ModelError
 from mixcritic.options import DataArgument, DeviceOption, JsonOption
 
 PRESET_HELP = (
     "paper: MERT-v1-330M + Qwen2-7B-Instruct in 4-bit, the recipe in the paper's text (needs a GPU and local weights). "
     "paper-run: the same models with the authors' published run (GELU projector 2048-4096-4096-2048, aux 0.1 on "
     "norms/d, wd 0.05, clip 1.0, batch 16x4, 10 epochs, seed 42, augmentation, system message). "
-    "tiny: tiny random-init models, runs on a CPU in about a minute; a wiring check whose advice is near chance "
+    "tiny: tiny random-init models, 60 steps, minutes on a CPU; a wiring check whose advice is near chance "
     "(offline default). LLM engine only; see the values with --show-config."
 )
 ENGINE_HELP = (
@@ -25,15 +25,18 @@ ENGINE_HELP = (
     "at critique time) in seconds on a CPU. llm: fine-tune the paper's MERT -> Qwen2 critic, which hears the mix."
 )
 ENGINES = ("measured", "llm")
+_OPTION_NAMES = {"learning_rate": "--lr", "encoder_source": "--encoder", "llm_source": "--llm", "quantize_4bit": "--4bit"}
+"""Command-line spelling of the settings whose option name differs from the field name."""
 
 Opt = typer.Option
 
 
 def train(
+    ctx: typer.Context,
     data: DataArgument,
     out: Annotated[Path, Opt("--out", help="Run folder: model/ (both engines), checkpoint-N/ and train_summary.json (llm).")],
     engine: Annotated[str, Opt("--engine", help=ENGINE_HELP)] = "llm",
-    preset: Annotated[Optional[str], Opt("--preset", help=PRESET_HELP + " \\[default: tiny]", show_default=False)] = None,
+    preset: Annotated[Optional[str], Opt("--preset", help=PRESET_HELP + " (default: tiny)", show_default=False)] = None,
     max_steps: Annotated[Optional[int], Opt("--max-steps", help="Stop after N optimizer steps (default: all epochs; tiny: 60).")] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue from the last complete checkpoint in --out.")] = False,
     epochs: Annotated[Optional[float], Opt("--epochs", help="Epochs (paper 3).")] = None,
@@ -82,13 +85,17 @@ def train(
     data-parallel on several GPUs; without a launcher it trains on one device (--device cuda:N)
     and says how to use them all.
 
+    After Ctrl-C, the command printed continues the LLM run from its last complete checkpoint.
+
     Examples:
 
-      mixcritic train DATA --engine measured --out RUN
-
-      mixcritic train DATA --out RUN --preset paper
-
-      mixcritic train DATA --out RUN --preset paper-run --show-config
+    \b
+      mixcritic train toy-data --engine measured --out toy-run
+      mixcritic train toy-data --out toy-run
+      mixcritic train data --out run --preset paper \\
+          --encoder ./MERT-v1-330M --llm ./Qwen2-7B-Instruct
+      mixcritic train data --out run --preset paper --resume
+      mixcritic train data --out run --preset paper-run --show-config
     """
 
     train_values = {
@@ -110,10 +117,11 @@ def train(
     }
     if engine not in ENGINES:
         raise MixcriticError(f"--engine {engine!r} is unknown; use one of {', '.join(ENGINES)}")
+    check_options(data, out, preset)  # fail in a second, before torch and transformers load
     if engine == "measured":
         llm_only = {"preset": preset, "resume": resume or None, "show_config": show_config or None,
                     **train_values, **model_values}
-        given = [f"--{name.replace('_', '-')}" for name, value in llm_only.items() if value is not None]
+        given = [_OPTION_NAMES.get(name, f"--{name.replace('_', '-')}") for name, value in llm_only.items() if value is not None]
         if given:
             raise MixcriticError(f"{', '.join(given)}: LLM training option(s), not used by --engine measured; drop them")
         report(train_measured(data, out), json_out)
@@ -133,7 +141,10 @@ def train(
     if show_config:
         print_config(resolved_config(request), json_out)
         return
-    summary = run_training(request)
+    try:
+        summary = run_training(request)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupt_hint(ctx, out)) from None
     if int(os.environ.get("RANK", "0")) != 0:
         return  # data-parallel run: only the first process reports
     report(summary, json_out)
@@ -147,6 +158,61 @@ def report(summary: dict, json_out: bool) -> None:
         print_measured_summary(summary)
     else:
         print_summary(summary)
+
+
+def check_options(data: Path, out: Path, preset: str | None) -> None:
+    """The checks that need no heavy import: the preset's name, ``--out`` not a file, DATA a dataset."""
+    from mixcritic.critics.llm.train import PRESETS
+    from mixcritic.dataset import open_dataset
+
+    if preset is not None and preset not in PRESETS:
+        raise ModelError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"--out {out}: is a file, not a folder; give a new folder for the run (or an existing run with --resume)")
+    open_dataset(data)
+
+
+def interrupt_hint(ctx, out: Path) -> str:
+    """What to type after Ctrl-C: the same command with ``--resume`` once a complete checkpoint
+    exists; otherwise (nothing saved yet) the same command, after removing half-written checkpoints."""
+    from mixcritic.critics.llm.checkpoint import last_complete_checkpoint
+
+    if last_complete_checkpoint(out) is not None:
+        return f"Checkpoints are kept; continue with: {command_line(ctx, resume=True)}"
+    _drop_half_saved(out)
+    return f"No checkpoint was complete yet; start again with: {command_line(ctx, resume=False)}"
+
+
+def _drop_half_saved(out: Path) -> None:
+    import shutil
+
+    from mixcritic.critics.llm.checkpoint import CHECKPOINT_PATTERN
+
+    for folder in out.glob("checkpoint-*") if out.is_dir() else []:
+        if CHECKPOINT_PATTERN.match(folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def command_line(ctx, resume: bool) -> str:
+    """The command as the user typed it (only the options they gave), with ``--resume`` set or cleared."""
+    import shlex
+
+    parts = ["mixcritic", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name == "resume":
+            continue
+        if param.param_type_name == "argument":
+            parts.append(str(value))
+        elif getattr(ctx.get_parameter_source(param.name), "name", None) in ("COMMANDLINE", "ENVIRONMENT"):
+            if param.is_flag:
+                flag = param.opts[0] if value else (param.secondary_opts or [None])[0]
+                parts += [flag] if flag else []
+            else:
+                parts += [param.opts[0], str(value)]
+    if resume:
+        parts.append("--resume")
+    return " ".join(shlex.quote(part) for part in parts)
 
 
 OFF = object()

@@ -48,11 +48,7 @@ def mark_complete(out_dir: Path) -> None:
 
 
 def is_complete(folder: Path) -> bool:
-    """True when a checkpoint folder finished saving (a measured critic has no trained tensors)."""
-    from mixcritic.critics.measured import is_measured_folder
-
-    if is_measured_folder(folder):
-        return True
+    """True when a checkpoint folder finished saving."""
     return (folder / COMPLETE_MARKER).is_file() and (folder / TRAINED_FILE).is_file() and (folder / SETTINGS_FILE).is_file()
 
 

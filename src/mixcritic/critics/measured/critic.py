@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mixcritic.critics import Judgement, Segment
-from mixcritic.critics.measured.features import check_band_edges, stem_levels_db
+from mixcritic.critics.measured.features import check_band_edges, levels_from_spectrum_db, mean_power_spectrum, stem_levels_db
 from mixcritic.critics.measured.model import BalanceModel, decide, fit_balance, gain_evidence, hypothesis_posterior
 from mixcritic.errors import DatasetError, ModelError
 from mixcritic.labels import DEFAULT_TARGET_LUFS, MODEL_SAMPLE_RATE_HZ, STEMS, TARGET_STEMS, Label
@@ -31,6 +31,13 @@ COMPLETE_MARKER = "COMPLETE"
 RESPONSE_TEMPLATE_ID = 0
 """Response template used for the answer's text."""
 
+BAND_CHOICES: dict[str, tuple[float, ...]] = {
+    "broadband": (20.0, 12000.0),
+    "3 bands": (20.0, 250.0, 2000.0, 12000.0),
+    "5 bands": (20.0, 150.0, 500.0, 2000.0, 6000.0, 12000.0),
+}
+"""Band layouts the fit chooses from (in order of complexity) when ``band_edges_hz`` is None."""
+
 DEFAULT_NO_ERROR_PRIOR = 0.2
 """The synthesised data's share of balanced mixes: the prior when it cannot be tuned."""
 
@@ -42,9 +49,10 @@ ROUND_DECIMALS = 6
 class MeasuredConfig:
     """How the measured critic measures and fits (the options of ``fit_measured``)."""
 
-    band_edges_hz: tuple[float, ...] = (20.0, 12000.0)
-    """Edges of the frequency bands whose K-weighted levels are compared (Hz, increasing). One band
-    (the default) compares broadband loudness; more bands need more songs (see docs/measured.md)."""
+    band_edges_hz: tuple[float, ...] | None = None
+    """Edges of the frequency bands whose K-weighted levels are compared (Hz, increasing); None:
+    chosen at fit time among ``BAND_CHOICES`` by cross-validation over the songs (few songs pick
+    broadband loudness; more bands need more songs, see docs/measured.md)."""
     band_floor_db: float = 40.0
     """A band's level is floored this far below the stem's total level (keeps empty bands sane)."""
     shrinkage: float = 0.5
@@ -60,7 +68,8 @@ class MeasuredConfig:
     """Gains per category and held-out chunk in the cross-validation (spread evenly over the range)."""
 
     def __post_init__(self) -> None:
-        check_band_edges(self.band_edges_hz, MODEL_SAMPLE_RATE_HZ)
+        if self.band_edges_hz is not None:
+            check_band_edges(self.band_edges_hz, MODEL_SAMPLE_RATE_HZ)
         if not self.band_floor_db > 0:
             raise ValueError(f"band_floor_db {self.band_floor_db}: must be > 0")
         if not 0.0 <= self.shrinkage <= 1.0:
@@ -76,13 +85,15 @@ class MeasuredConfig:
 
     @property
     def bands(self) -> int:
-        """Number of bands."""
+        """Number of bands (the edges must be set)."""
+        if self.band_edges_hz is None:
+            raise ValueError("band_edges_hz is not chosen yet")
         return len(self.band_edges_hz) - 1
 
     def to_dict(self) -> dict:
         """JSON-ready options."""
         data = asdict(self)
-        data["band_edges_hz"] = list(self.band_edges_hz)
+        data["band_edges_hz"] = None if self.band_edges_hz is None else list(self.band_edges_hz)
         return data
 
     @classmethod
@@ -93,7 +104,7 @@ class MeasuredConfig:
         if unknown:
             raise ValueError(f"unknown measured-critic option(s): {', '.join(unknown)}")
         values = dict(data)
-        if "band_edges_hz" in values:
+        if values.get("band_edges_hz") is not None:
             values["band_edges_hz"] = tuple(float(e) for e in values["band_edges_hz"])
         return cls(**values)
 
@@ -106,6 +117,8 @@ class MeasuredCritic:
 
     def __init__(self, model: BalanceModel, config: MeasuredConfig, fitted_on: str, segment_s: float,
                  target_lufs: float = DEFAULT_TARGET_LUFS, fit_summary: dict | None = None) -> None:
+        if config.band_edges_hz is None or config.no_error_prior is None:
+            raise ValueError("a critic needs a resolved config (band_edges_hz and no_error_prior set)")
         # Rounded as stored, so a critic judges exactly like its saved and reloaded copy.
         self.model = BalanceModel(model.stems, model.bands, np.round(model.mean_db, ROUND_DECIMALS), np.round(model.cov_db2, ROUND_DECIMALS))
         self.config = config
@@ -144,7 +157,7 @@ class MeasuredCritic:
     @property
     def no_error_prior(self) -> float:
         """The prior of a balanced mix in use (tuned at fit time unless given)."""
-        return DEFAULT_NO_ERROR_PRIOR if self.config.no_error_prior is None else self.config.no_error_prior
+        return self.config.no_error_prior
 
     def probabilities(self, segment: Segment) -> dict[Label, float]:
         """Probability of every hypothesis (no_error, and each flaw category on each candidate stem)."""
@@ -223,11 +236,24 @@ def _clip01(value: float) -> float:
 
 @dataclass(frozen=True)
 class Chunk:
-    """One unflawed chunk of a song: its clean band levels."""
+    """One unflawed chunk of a song: its clean band levels (and the spectra they came from)."""
 
     track: str
     start_s: float
     levels_db: dict[str, np.ndarray] = field(repr=False)
+    """``{stem: (bands,) dB}`` for the active, non-silent stems, in the layout it was measured with."""
+    spectra: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    """``{stem: mean power spectrum}``: lets :func:`with_bands` re-measure without the audio."""
+
+
+def with_bands(chunk: Chunk, config: MeasuredConfig) -> Chunk:
+    """The same chunk measured in ``config``'s band layout."""
+    levels = {}
+    for stem, spectrum in chunk.spectra.items():
+        measured = levels_from_spectrum_db(spectrum, MODEL_SAMPLE_RATE_HZ, config.band_edges_hz, config.band_floor_db)
+        if measured is not None:
+            levels[stem] = measured
+    return Chunk(chunk.track, chunk.start_s, levels, chunk.spectra)
 
 
 def dataset_chunks(data_dir: Path, splits: Sequence[str], config: MeasuredConfig,
@@ -238,6 +264,10 @@ def dataset_chunks(data_dir: Path, splits: Sequence[str], config: MeasuredConfig
     """
     from mixcritic.dataset import open_dataset
 
+    from dataclasses import replace
+
+    if config.band_edges_hz is None:  # measure broadband; fit_measured re-measures for the layout it picks
+        config = replace(config, band_edges_hz=BAND_CHOICES["broadband"])
     dataset = open_dataset(data_dir)
     records = [record for split in splits for record in dataset.records(split)]
     unique: dict[tuple[str, float], dict] = {}
@@ -254,8 +284,8 @@ def dataset_chunks(data_dir: Path, splits: Sequence[str], config: MeasuredConfig
         audio = dataset.stems(track_key)[:, start:stop]
         stems = {name: audio[index] for index, name in enumerate(STEMS)}
         present = record.get("stems_present") or STEMS
-        levels = stem_levels_db(stems, [s for s in STEMS if s in present], rate, config.band_edges_hz, config.band_floor_db)
-        chunks.append(Chunk(record["track"], start_s, levels))
+        spectra = {s: mean_power_spectrum(stems[s]) for s in STEMS if s in present}
+        chunks.append(with_bands(Chunk(record["track"], start_s, {}, spectra), config))
     return chunks, dataset.info
 
 
@@ -278,7 +308,7 @@ def fit_measured(data_dir: Path, split: str | Sequence[str] = "train", progress=
 
     ``split``: one split name or several (e.g. ``("train", "test")`` for the built-in fit).
     ``options``: fields of :class:`MeasuredConfig`. ``fitted_on`` names the data in ``describe()``
-    (default: ``"<N> real songs"``).
+    (default: ``"<N> songs"``).
     """
     splits = (split,) if isinstance(split, str) else tuple(split)
     try:
@@ -287,11 +317,13 @@ def fit_measured(data_dir: Path, split: str | Sequence[str] = "train", progress=
         raise ModelError(f"measured critic: {exc}") from None
     data_dir = Path(data_dir)
     chunks, info = dataset_chunks(data_dir, splits, config, progress)
+    config, cross_validation = tuned_config(chunks, config)
+    chunks = [with_bands(c, config) for c in chunks]
     model = fit_from_chunks(chunks, config)
     songs = sorted({c.track for c in chunks})
     summary = {"splits": list(splits), "songs": len(songs), "chunks": len(chunks),
-               "chunks_with_all_stems": sum(all(s in c.levels_db for s in STEMS) for c in chunks)}
-    config, summary["cross_validation"] = tuned_config(chunks, config)
+               "chunks_with_all_stems": sum(all(s in c.levels_db for s in STEMS) for c in chunks),
+               "cross_validation": cross_validation}
     name = fitted_on or f"{len(songs)} songs"
     options_info = info.get("options", {})
     return MeasuredCritic(model, config, name, float(options_info.get("segment_s", 10.0)),
@@ -299,35 +331,54 @@ def fit_measured(data_dir: Path, split: str | Sequence[str] = "train", progress=
 
 
 def tuned_config(chunks: list[Chunk], config: MeasuredConfig) -> tuple[MeasuredConfig, dict]:
-    """``config`` with ``no_error_prior`` set (tuned by cross-validation by song when None), and
-    the cross-validated scores of the prior in use."""
+    """``config`` resolved by cross-validation by song, and the cross-validated scores of the result.
+
+    ``band_edges_hz`` None: each layout of ``BAND_CHOICES`` is scored (its prior tuned); a richer
+    layout replaces a simpler one only when its cross-validated macro Both is higher by more than one
+    standard error of the per-song paired difference (so with few songs, noise does not pick it).
+    ``no_error_prior`` None: tuned (:func:`tuning.tune_no_error_prior`). ``chunks`` must carry spectra.
+    """
     from dataclasses import replace
 
-    from mixcritic.critics.measured.tuning import grid_cases, grid_scores, song_folds, tune_no_error_prior
+    from mixcritic.critics.measured.tuning import grid_cases, grid_scores, per_song_macro_both, song_folds, tune_no_error_prior
 
     songs = {c.track for c in chunks if all(s in c.levels_db for s in STEMS)}
     if len(songs) < 3:
-        prior = DEFAULT_NO_ERROR_PRIOR if config.no_error_prior is None else config.no_error_prior
-        return replace(config, no_error_prior=prior), {"note": f"only {len(songs)} songs: not cross-validated"}
-    cases = grid_cases(chunks, config, config.cv_draws)
-    if config.no_error_prior is None:
-        prior, _ = tune_no_error_prior(cases, config.min_no_error_both)
-        tuned = True
-    else:
-        prior, tuned = config.no_error_prior, False
-    scores = grid_scores(cases, prior)
+        resolved = replace(config, band_edges_hz=config.band_edges_hz or BAND_CHOICES["broadband"],
+                           no_error_prior=DEFAULT_NO_ERROR_PRIOR if config.no_error_prior is None else config.no_error_prior)
+        return resolved, {"note": f"only {len(songs)} songs: not cross-validated"}
+    layouts = BAND_CHOICES if config.band_edges_hz is None else {"given": config.band_edges_hz}
+    results = []
+    for name, edges in layouts.items():
+        trial = replace(config, band_edges_hz=edges)
+        cases = grid_cases([with_bands(c, trial) for c in chunks], trial, config.cv_draws)
+        prior = tune_no_error_prior(cases, config.min_no_error_both)[0] if config.no_error_prior is None else config.no_error_prior
+        results.append((name, replace(trial, no_error_prior=prior), grid_scores(cases, prior), per_song_macro_both(cases, prior)))
+    eligible = [r for r in results if r[2]["no_error_both"] >= config.min_no_error_both] or results[:1]
+    chosen = eligible[0]
+    for candidate in eligible[1:]:
+        gain = candidate[3] - chosen[3]
+        if gain.mean() > gain.std(ddof=1) / np.sqrt(len(gain)):
+            chosen = candidate
+    name, resolved, scores, _ = chosen
     report = {
         "folds": len(song_folds(songs)),
         "songs": len(songs),
         "draws_per_category": config.cv_draws,
-        "no_error_prior": prior,
-        "prior_tuned": tuned,
+        "band_layout": name,
+        "no_error_prior": resolved.no_error_prior,
+        "prior_tuned": config.no_error_prior is None,
         "macro_both": round(scores["macro_both"], 4),
         "no_error_both": round(scores["no_error_both"], 4),
         "magnitude_given_both": None if scores["magnitude_given_both"] is None else round(scores["magnitude_given_both"], 4),
         "both_per_category": {k: round(v, 4) for k, v in scores["both_per_category"].items()},
     }
-    return replace(config, no_error_prior=prior), report
+    if len(results) > 1:
+        report["band_layouts"] = {
+            n: {"macro_both": round(sc["macro_both"], 4), "no_error_both": round(sc["no_error_both"], 4), "no_error_prior": c.no_error_prior}
+            for n, c, sc, _ in results
+        }
+    return resolved, report
 
 
 # ---------------------------------------------------------------------------------------------

@@ -117,8 +117,13 @@ def band_levels_db(audio: np.ndarray, rate_hz: int, band_edges_hz: Sequence[floa
 
     Each band is floored at ``band_floor_db`` below the total over all bands.
     """
+    return levels_from_spectrum_db(mean_power_spectrum(audio), rate_hz, band_edges_hz, band_floor_db)
+
+
+def levels_from_spectrum_db(power_spectrum: np.ndarray, rate_hz: int, band_edges_hz: Sequence[float], band_floor_db: float) -> np.ndarray | None:
+    """Band levels (dB) from a :func:`mean_power_spectrum`; None when silent. See :func:`band_levels_db`."""
     weights = band_weights(check_band_edges(band_edges_hz, rate_hz), int(rate_hz))
-    power = weights @ mean_power_spectrum(audio)
+    power = weights @ power_spectrum
     total = float(power.sum())
     if not total > SILENT_POWER:
         return None

@@ -41,6 +41,8 @@ class GridCases:
     """``(N,)`` index of the true category in ``CATEGORY_ORDER``."""
     target: np.ndarray
     """``(N,)`` 0 or 1: which of the two candidates is the true target."""
+    song: np.ndarray
+    """``(N,)`` index of the held-out song (sorted names)."""
     songs: int
     """Songs held out in turn."""
 
@@ -58,7 +60,8 @@ def grid_cases(chunks: list, config, draws: int = 4) -> GridCases:
 
     complete = [c for c in chunks if all(s in c.levels_db for s in STEMS)]
     folds = song_folds([c.track for c in complete])
-    log_likelihoods, categories, targets = [], [], []
+    names = sorted({c.track for c in complete})
+    log_likelihoods, categories, targets, song_index = [], [], [], []
     for held_out in folds:
         train = [c for c in complete if c.track not in held_out]
         test = [c for c in complete if c.track in held_out]
@@ -66,6 +69,7 @@ def grid_cases(chunks: list, config, draws: int = 4) -> GridCases:
             continue
         model = fit_from_chunks(train, config)
         levels = np.array([np.concatenate([c.levels_db[s] for s in STEMS]) for c in test])
+        chunk_song = np.array([names.index(c.track) for c in test])
         for anchor in TARGET_STEMS:
             candidates = [s for s in TARGET_STEMS if s != anchor]
             weights, precision, index = linear_gain_estimator(model, STEMS, candidates)
@@ -80,14 +84,34 @@ def grid_cases(chunks: list, config, draws: int = 4) -> GridCases:
                     log_likelihoods.append(category_log_likelihoods(estimates, precision[None, :]))
                     categories.append(np.full(estimates.shape[0], category_index))
                     targets.append(np.full(estimates.shape[0], which))
+                    song_index.append(np.repeat(chunk_song, draws))
     if not log_likelihoods:
         raise ValueError("cross-validation needs chunks with all four stems from at least three songs")
     return GridCases(np.concatenate(log_likelihoods), np.concatenate(categories), np.concatenate(targets),
-                     len({c.track for c in complete}))
+                     np.concatenate(song_index), len(names))
 
 
 def grid_scores(cases: GridCases, no_error_prior: float) -> dict:
-    """Macro Both over the five categories, Both per category, and magnitude given Both."""
+    """Macro Both over the five categories, Both per category, and magnitude given Both (macro over
+    the four flawed categories), with the definitions of :mod:`mixcritic.metrics`."""
+    both, predicted = _answers(cases, no_error_prior)
+    per_category = {name: float(both[cases.category == k].mean()) for k, name in enumerate(CATEGORY_ORDER)}
+    per_magnitude = []  # macro over the flawed categories, as metrics.by_category does
+    for k in range(1, len(CATEGORY_ORDER)):
+        given_both = both & (cases.category == k)
+        if given_both.any():
+            per_magnitude.append(float((predicted[given_both] == k).mean()))
+    magnitude = float(np.mean(per_magnitude)) if per_magnitude else None
+    return {
+        "macro_both": float(np.mean(list(per_category.values()))),
+        "no_error_both": per_category["no_error"],
+        "both_per_category": per_category,
+        "magnitude_given_both": magnitude,
+    }
+
+
+def _answers(cases: GridCases, no_error_prior: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per case: Both correct, and the answered category index (as ``critic.decide`` answers)."""
     no_error, flaws = posterior_arrays(cases.log_likelihoods, no_error_prior)
     # options: no_error, then per target (increase = quiet + very_quiet, decrease = loud + very_loud)
     increase = flaws[:, :, 0] + flaws[:, :, 1]
@@ -103,15 +127,17 @@ def grid_scores(cases: GridCases, no_error_prior: float) -> dict:
     rows = np.arange(len(choice))
     pair = flaws[rows, chosen_target]  # (N, 4)
     predicted = np.where(choice % 2 == 1, np.where(pair[:, 0] > pair[:, 1], 1, 2), np.where(pair[:, 3] > pair[:, 2], 4, 3))
-    per_category = {name: float(both[cases.category == k].mean()) for k, name in enumerate(CATEGORY_ORDER)}
-    given_both = both & flawed
-    magnitude = float((predicted[given_both] == cases.category[given_both]).mean()) if given_both.any() else None
-    return {
-        "macro_both": float(np.mean(list(per_category.values()))),
-        "no_error_both": per_category["no_error"],
-        "both_per_category": per_category,
-        "magnitude_given_both": magnitude,
-    }
+    return both, predicted
+
+
+def per_song_macro_both(cases: GridCases, no_error_prior: float) -> np.ndarray:
+    """Macro Both (mean over the five categories) of each held-out song: ``(songs,)``."""
+    both, _ = _answers(cases, no_error_prior)
+    out = np.zeros(cases.songs)
+    for song in range(cases.songs):
+        mine = cases.song == song
+        out[song] = np.mean([both[mine & (cases.category == k)].mean() for k in range(len(CATEGORY_ORDER))])
+    return out
 
 
 def tune_no_error_prior(cases: GridCases, min_no_error_both: float, grid: Sequence[float] = PRIOR_GRID) -> tuple[float, list[dict]]:
