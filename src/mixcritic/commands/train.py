@@ -117,16 +117,16 @@ def train(
     }
     if engine not in ENGINES:
         raise MixcriticError(f"--engine {engine!r} is unknown; use one of {', '.join(ENGINES)}")
-    if engine == "measured":  # LLM-only options are refused first: they are wrong whatever DATA is
+    if engine == "measured":
         llm_only = {"preset": preset, "resume": resume or None, "show_config": show_config or None,
                     **train_values, **model_values}
         given = [_OPTION_NAMES.get(name, f"--{name.replace('_', '-')}") for name, value in llm_only.items() if value is not None]
         if given:
             raise MixcriticError(f"{', '.join(given)}: LLM training option(s), not used by --engine measured; drop them")
-    check_options(data, out, preset)  # fail in a second, before torch and transformers load
-    if engine == "measured":
+        check_options(data, out, None)
         report(train_measured(data, out), json_out)
         return
+    check_options(data, out, preset)  # fail in a second, before torch and transformers load
     from mixcritic.critics.llm.train import TrainRequest, resolved_config, run_training
 
     request = TrainRequest(
