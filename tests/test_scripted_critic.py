@@ -274,12 +274,12 @@ def test_demo_agreement_is_yes_when_the_critic_finds_the_injected_flaw(monkeypat
     assert "Agreement yes" in out and "Agreement no" not in out
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: the demo says 'Agreement no' for the right stem and direction at "
-                                       "another severity (fix by engineer ux, not merged yet)")
-def test_demo_agreement_is_yes_for_the_right_stem_and_direction_at_another_severity(monkeypatch, tmp_path):
-    # the paper's "Both": a +9 dB bass called "a bit too loud, reduce 3-6 dB" is the right stem and direction
+def test_demo_agreement_credits_the_right_stem_and_direction_at_another_severity(monkeypatch, tmp_path):
+    # issue 13: this printed "Agreement no". A +9 dB bass called "a bit too loud, reduce 3-6 dB" is the
+    # right stem and direction (the paper's "Both"), only the range differs.
     out = run_demo_with(monkeypatch, tmp_path, "The bass is a bit too loud. Reduce the bass by 3 to 6 dB.")
-    assert "Agreement yes" in out and "Agreement no" not in out
+    assert "Agreement stem and direction (not the range)" in out
+    assert "Agreement no" not in out and "Agreement yes" not in out
 
 
 def test_demo_agreement_is_no_when_the_critic_names_another_stem(monkeypatch, tmp_path):

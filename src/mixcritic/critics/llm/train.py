@@ -448,7 +448,7 @@ def rich_progress_callback(enabled: bool):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self.progress is None or not logs:
                 return
-            shown = {k: v for k, v in logs.items() if "loss" in k or k in ("learning_rate", "grad_norm")}
+            shown = {k: v for k, v in logs.items() if "loss" in k or "rewards/" in k or k in ("learning_rate", "grad_norm")}
             if shown:
                 text = "  ".join(f"{k}={v:.4g}" for k, v in shown.items())
                 self.progress.console.print(f"step {state.global_step}: {text}", highlight=False)
@@ -775,21 +775,19 @@ def run_training(request: TrainRequest, source=None) -> dict:
     from mixcritic.critics.llm import build_critic, resolve_device  # first: quiets bitsandbytes' logger
 
     import torch
+    from accelerate import PartialState
     from transformers.trainer_callback import PrinterCallback
 
-    from mixcritic.critics.llm.checkpoint import COMPLETE_MARKER, mark_complete, write_json_atomic
-
-    from accelerate import PartialState
-
     from mixcritic.console import warn
+    from mixcritic.critics.llm.checkpoint import COMPLETE_MARKER, mark_complete, write_json_atomic
 
     device, note = single_process_device(resolve_device(request.device))
     train, settings = resolve_settings(replace(request, device=device), source)
     out_dir = Path(request.out_dir)
     train_set, eval_set = clip_datasets(source, train, settings.segment_samples)
     args = training_arguments(train, out_dir, device, eval_set is not None)
-    pin_single_device(args, device)
-    _ = args.device  # sets up the process group under a launcher
+    pin_single_device(args, device)  # one GPU without a launcher: no DataParallel
+    _ = args.device  # under a launcher: sets up the process group the barrier below uses
     if note:
         warn(note)
     resume_from = prepare_run_dir(out_dir, request.resume, settings, train, is_main=args.process_index == 0,
