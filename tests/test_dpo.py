@@ -26,7 +26,7 @@ from mixcritic.critics.llm.train import TrainRequest, run_training
 
 torch.set_num_threads(1)
 
-SPEC = (("tiny_spec", TEST_TINY_SPEC_KW),)
+SPEC = (("tiny_spec", TEST_TINY_SPEC_KW), ("audio_pool", 4))  # 1 s FakeSource clips: 74 frames, under the preset's pool 75
 SFT_STEPS = (("max_steps", 4), ("save_steps", 4), ("eval_steps", 0), ("workers", 0), ("logging_steps", 2))
 DPO_STEPS = (("max_steps", 6), ("save_steps", 3), ("eval_steps", 3), ("workers", 0), ("logging_steps", 1), ("learning_rate", 3e-3))
 
@@ -273,12 +273,14 @@ def test_dpo_on_false_alarm_pairs_raises_no_error_accuracy_on_toy_data(tiny_base
     assert result.exit_code == 0, result.output
     common = ["--preset", "tiny", "--encoder", str(mert_dir), "--llm", str(llm_dir), "--workers", "0", "--eval-steps", "0",
               "--device", "cpu", "--json"]
+    # the SFT run as the tiny preset made it when this test was written (it now uses log-mel, no 4-bit, pool 75, lr 5e-3)
+    old_preset = ["--4bit", "--audio-pool", "4", "--standardize-clips", "0", "--lora-dropout", "0.05", "--projector-dropout", "0.1"]
     sft_run, dpo_run = tmp_path / "sft", tmp_path / "dpo"
-    result = runner.invoke(app, ["train", str(data), "--out", str(sft_run), "--max-steps", "20", "--save-steps", "20", *common])
+    result = runner.invoke(app, ["train", str(data), "--out", str(sft_run), "--max-steps", "20", "--save-steps", "20", "--lr", "3e-3", *old_preset, *common])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["train", str(data), "--out", str(dpo_run), "--stage", "dpo", "--from", str(sft_run),
                                  "--rejected-kinds", "false_alarm", "--max-steps", "10", "--save-steps", "10",
-                                 "--logging-steps", "2", *common])
+                                 "--logging-steps", "2", "--lr", "3e-4", *common])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["stage"] == "dpo" and summary["rejected_kinds"] == ["false_alarm"]
