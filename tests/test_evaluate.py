@@ -527,10 +527,11 @@ def test_train_engine_measured_then_critique_and_evaluate_like_an_llm_run(toy_da
     assert [s["stem"] for s in doc["segments"]].count("bass") >= 2
 
 
-def test_train_engine_measured_refuses_llm_options(tmp_path):
-    result = runner.invoke(app, ["train", str(tmp_path), "--engine", "measured", "--out", str(tmp_path / "r"),
+def test_train_engine_measured_refuses_llm_options(toy_data, tmp_path):
+    # a real DATA folder: `train` checks DATA before the options (ux), so an empty folder fails first
+    result = runner.invoke(app, ["train", str(toy_data), "--engine", "measured", "--out", str(tmp_path / "r"),
                                  "--preset", "paper", "--lr", "1e-4"])
     assert result.exit_code == 1
     assert "--preset, --lr: LLM training option(s), not used by --engine measured; drop them" in result.stderr
-    result = runner.invoke(app, ["train", str(tmp_path), "--engine", "gpt", "--out", str(tmp_path / "r")])
+    result = runner.invoke(app, ["train", str(toy_data), "--engine", "gpt", "--out", str(tmp_path / "r")])
     assert result.exit_code == 1 and "--engine 'gpt' is unknown; use one of measured, llm" in result.stderr

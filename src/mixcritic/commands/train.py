@@ -25,7 +25,7 @@ ENGINE_HELP = (
     "at critique time) in seconds on a CPU. llm: fine-tune the paper's MERT -> Qwen2 critic, which hears the mix."
 )
 ENGINES = ("measured", "llm")
-_OPTION_NAMES = {"learning_rate": "--lr", "encoder_source": "--encoder", "llm_source": "--llm", "quantize_4bit": "--4bit"}
+_OPTION_NAMES = {"from_run": "--from", "learning_rate": "--lr", "encoder_source": "--encoder", "llm_source": "--llm", "quantize_4bit": "--4bit"}
 """Command-line spelling of the settings whose option name differs from the field name."""
 
 Opt = typer.Option
@@ -73,6 +73,10 @@ def train(
     augment_dc_offset: Annotated[Optional[float], Opt("--augment-dc-offset", help="Training only: random DC offset within +-N (0 = off; paper-run 0.005).")] = None,
     standardize_clips: Annotated[Optional[int], Opt("--standardize-clips", help="Standardise encoder features with statistics from N training clips (0 = off, paper).")] = None,
     gradient_checkpointing: Annotated[Optional[bool], Opt("--gradient-checkpointing/--no-gradient-checkpointing", help="Activation checkpointing in the LLM.")] = None,
+    stage: Annotated[str, Opt("--stage", help="sft: supervised training (default). dpo: preference training on DATA/dpo/ pairs, continuing --from an SFT run.")] = "sft",
+    from_run: Annotated[Optional[Path], Opt("--from", help="--stage dpo: the finished SFT run to start from (its model settings are kept).")] = None,
+    beta: Annotated[Optional[float], Opt("--beta", help="--stage dpo: DPO beta, the strength of the pull towards the SFT model (default 0.1).")] = None,
+    rejected_kinds: Annotated[Optional[str], Opt("--rejected-kinds", help="--stage dpo: train only on pairs with these rejected kinds, comma-separated (false_alarm, missed_flaw, wrong_stem, wrong_direction, wrong_severity; default all).")] = None,
     device: DeviceOption = "auto",
     show_config: Annotated[bool, Opt("--show-config", help="Print the resolved LLM settings (preset + options) and exit: trains nothing, writes nothing.")] = False,
     json_out: JsonOption = False,
@@ -117,16 +121,19 @@ def train(
     }
     if engine not in ENGINES:
         raise MixcriticError(f"--engine {engine!r} is unknown; use one of {', '.join(ENGINES)}")
-    check_options(data, out, preset)  # fail in a second, before torch and transformers load
     if engine == "measured":
         llm_only = {"preset": preset, "resume": resume or None, "show_config": show_config or None,
-                    **train_values, **model_values}
+                    "stage": None if stage == "sft" else stage, "from_run": from_run, "beta": beta,
+                    "rejected_kinds": rejected_kinds, **train_values, **model_values}
         given = [_OPTION_NAMES.get(name, f"--{name.replace('_', '-')}") for name, value in llm_only.items() if value is not None]
         if given:
             raise MixcriticError(f"{', '.join(given)}: LLM training option(s), not used by --engine measured; drop them")
+        check_options(data, out, None)
         report(train_measured(data, out), json_out)
         return
-    from mixcritic.critics.llm.train import TrainRequest, resolved_config, run_training
+    check_stage_options(stage, from_run, beta, rejected_kinds)
+    check_options(data, out, preset)  # fail in a second, before torch and transformers load
+    from mixcritic.critics.llm.train import TrainRequest, resolved_config
 
     request = TrainRequest(
         data_dir=data,
@@ -139,10 +146,10 @@ def train(
         progress=not json_out,
     )
     if show_config:
-        print_config(resolved_config(request), json_out)
+        print_config(stage_config(resolved_config(request), request, stage, from_run, beta, rejected_kinds), json_out)
         return
     try:
-        summary = run_training(request)
+        summary = run_stage(request, stage, from_run, beta, rejected_kinds)
     except KeyboardInterrupt:
         raise Interrupted(interrupt_hint(ctx, out)) from None
     if int(os.environ.get("RANK", "0")) != 0:
@@ -158,6 +165,49 @@ def report(summary: dict, json_out: bool) -> None:
         print_measured_summary(summary)
     else:
         print_summary(summary)
+
+
+def run_stage(request, stage: str, from_run: Optional[Path], beta: Optional[float], rejected_kinds: Optional[str]) -> dict:
+    """SFT (``run_training``) or DPO (``run_dpo``), after checking the stage options belong together."""
+    check_stage_options(stage, from_run, beta, rejected_kinds)
+    if stage == "sft":
+        from mixcritic.critics.llm.train import run_training
+
+        return run_training(request)
+    from mixcritic.critics.llm.dpo import DpoRequest, run_dpo
+
+    return run_dpo(DpoRequest(train=request, sft_run=from_run, dpo=dpo_settings(beta, rejected_kinds)))
+
+
+def check_stage_options(stage: str, from_run: Optional[Path], beta: Optional[float], rejected_kinds: Optional[str]) -> None:
+    """--from, --beta and --rejected-kinds only with --stage dpo, which needs --from."""
+    if stage not in ("sft", "dpo"):
+        raise ModelError(f"--stage must be sft or dpo, got {stage!r}")
+    if stage == "sft":
+        given = [name for name, value in (("--from", from_run), ("--beta", beta), ("--rejected-kinds", rejected_kinds)) if value is not None]
+        if given:
+            raise ModelError(f"{', '.join(given)} only apply to --stage dpo; add --stage dpo --from SFT_RUN.")
+    elif from_run is None:
+        raise ModelError("--stage dpo needs --from SFT_RUN, the finished SFT run to continue (`mixcritic train DATA --out SFT_RUN`).")
+    else:
+        dpo_settings(beta, rejected_kinds)  # --beta and --rejected-kinds checked before any heavy import
+
+
+def dpo_settings(beta: Optional[float], rejected_kinds: Optional[str]):
+    """The DpoSettings of the command's --beta and --rejected-kinds."""
+    from mixcritic.critics.llm.dpo import DpoSettings, parse_kinds
+
+    return DpoSettings(beta=0.1 if beta is None else beta, rejected_kinds=parse_kinds(rejected_kinds))
+
+
+def stage_config(config: dict, request, stage: str, from_run: Optional[Path], beta: Optional[float],
+                 rejected_kinds: Optional[str]) -> dict:
+    """--show-config for a stage: SFT's as is; DPO's adds stage, --from, beta, kinds and its learning-rate default."""
+    if stage != "dpo":
+        return config
+    from mixcritic.critics.llm.dpo import show_config
+
+    return show_config(config, request, from_run, dpo_settings(beta, rejected_kinds))
 
 
 def check_options(data: Path, out: Path, preset: str | None) -> None:
@@ -295,6 +345,11 @@ def print_summary(summary: dict) -> None:
         ("final validation loss", fmt(summary["final_eval_loss"])),
         ("time", f"{summary['train_seconds']:.1f} s"), ("model", summary["model_dir"]),
     ]
+    if summary.get("stage") == "dpo":
+        rewards = summary.get("final_rewards") or {}
+        rows[4:4] = [("stage", f"dpo from {summary['sft_run']} (beta {summary['beta']}, kinds {summary['rejected_kinds']})"),
+                     ("final rewards/margins", fmt(rewards.get("rewards/margins"))),
+                     ("final rewards/accuracies", fmt(rewards.get("rewards/accuracies")))]
     for name, value in rows:
         table.add_row(name, str(value))
     stdout.print(table)

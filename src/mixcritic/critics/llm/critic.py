@@ -35,6 +35,8 @@ class CriticOutput:
     lm_loss: torch.Tensor | None
     aux_loss: torch.Tensor | None
     logits: torch.Tensor | None = None
+    answer_logps: torch.Tensor | None = None
+    """(batch,) summed log-probability of each row's answer tokens (with ``answer_logps=True``; DPO)."""
 
 
 class MixCritic(nn.Module):
@@ -99,8 +101,11 @@ class MixCritic(nn.Module):
         embeds = text_embeds.masked_scatter(mask, audio_embeds.to(text_embeds.dtype))
         return embeds, text_embeds
 
-    def forward(self, audio, input_ids, attention_mask, audio_mask, labels=None) -> CriticOutput:
-        """LM loss on the answer + weighted auxiliary loss; logits are returned when no labels are given."""
+    def forward(self, audio, input_ids, attention_mask, audio_mask, labels=None, answer_logps: bool = False) -> CriticOutput:
+        """LM loss on the answer + weighted auxiliary loss; logits are returned when no labels are given.
+
+        ``answer_logps``: also return each row's summed answer log-probability (the DPO stage's input).
+        """
         audio_embeds = self.audio_embeddings(audio)
         embeds, text_embeds = self.splice(input_ids.to(self.device), audio_mask.to(self.device), audio_embeds)
         attention_mask = attention_mask.to(self.device)
@@ -110,10 +115,14 @@ class MixCritic(nn.Module):
         labels = labels.to(self.device)
         keep = logits_needed(labels)
         out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep)
-        lm_loss = causal_lm_loss(out.logits, labels[:, labels.shape[1] - keep:])
+        kept_labels = labels[:, labels.shape[1] - keep:]
+        lm_loss = causal_lm_loss(out.logits, kept_labels)
+        logps = sequence_logps(out.logits, kept_labels) if answer_logps else None
         text_rows = attention_mask.bool() & ~audio_mask.to(self.device)
         aux = norm_matching_loss(audio_embeds, text_embeds[text_rows], self.settings.aux_loss_norm)
         loss = lm_loss + self.settings.aux_loss_weight * aux
+        if answer_logps:  # the DPO stage differentiates through the log-probs and the aux loss
+            return CriticOutput(loss, lm_loss.detach(), aux, None, logps)
         return CriticOutput(loss, lm_loss.detach(), aux.detach(), None)
 
     # -- parameters ------------------------------------------------------------------------
@@ -180,3 +189,12 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(
         shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100
     )
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(batch,) sum of next-token log-probabilities over the positions whose (shifted) label is not -100."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    keep = shift_labels != -100
+    picked = shift_logits.log_softmax(dim=-1).gather(-1, shift_labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * keep).sum(dim=1)

@@ -448,7 +448,7 @@ def rich_progress_callback(enabled: bool):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self.progress is None or not logs:
                 return
-            shown = {k: v for k, v in logs.items() if "loss" in k or k in ("learning_rate", "grad_norm")}
+            shown = {k: v for k, v in logs.items() if "loss" in k or "rewards/" in k or k in ("learning_rate", "grad_norm")}
             if shown:
                 text = "  ".join(f"{k}={v:.4g}" for k, v in shown.items())
                 self.progress.console.print(f"step {state.global_step}: {text}", highlight=False)
