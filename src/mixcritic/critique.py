@@ -347,9 +347,7 @@ class WindowLoudness:
     """
 
     def __init__(self, session: Session) -> None:
-        import scipy.signal
-
-        from mixcritic.stemloudness import kweighting_sos
+        from mixcritic.stemloudness import kweighting_sos, sosfilt
 
         self.rate_hz = session.rate_hz
         self.names = STEMS if session.mode == "stems" else ("mix",)
@@ -357,7 +355,7 @@ class WindowLoudness:
         self.weighted = np.zeros((len(self.names), session.num_samples), dtype=np.float32)
         for row, name in enumerate(self.names):  # one stem at a time keeps the float64 peak small
             if name in session.audio:
-                self.weighted[row] = scipy.signal.sosfilt(sos, session.audio[name])
+                self.weighted[row] = sosfilt(sos, session.audio[name])
 
     def gram(self, start: int, stop: int) -> np.ndarray:
         """``(hops, n, n)`` float64 K-weighted cross-energies of ``[start, stop)`` (partial last hop dropped)."""
