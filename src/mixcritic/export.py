@@ -11,9 +11,11 @@ verdict, so the advice can be A/B-ed:
 
 A mixed-file session has no separate stems, so only the ``mix`` files are written.
 ``export.json`` lists every file with its segment, stem and the gain applied. With matplotlib
-(the ``[plot]`` extra) ``levels.png`` shows each stem's loudness relative to the anchor across the
-song (BS.1770, 1 s windows every 0.5 s), the typical range a critic expects shaded when it
-provides one, and the flagged segments marked.
+(the ``[plot]`` extra) ``levels.png`` shows each stem's level relative to the anchor across the
+song (1 s windows every 0.5 s), the typical range a critic expects shaded when it provides one,
+and the flagged segments marked. The level is the measured critic's own feature (K-weighted mean
+power of 2048-sample Hann frames, 20 Hz-12 kHz, no gating, dB), so the plotted curve and the
+measured critic's ``typical_range_db`` are on the same scale; ``export.json`` records the ranges.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ MANIFEST_FILE = "export.json"
 
 PLOT_FILE = "levels.png"
 """The level plot (with matplotlib)."""
+
+SILENT_LEVEL_DB = -70.0
+"""A window whose K-weighted level is below this (dB re full scale) counts as silent (NaN)."""
 
 JUDGED_VERDICTS = ("too_loud", "too_quiet", "balanced", "unparsed", "stem_inactive")
 """Verdicts of segments the critic was asked about (the others were skipped before it)."""
@@ -145,44 +150,46 @@ def export_report(report, folder: Path, typical_db: dict[str, tuple[float, float
     write_json_atomic(folder / MANIFEST_FILE, {
         "rate_hz": rate_hz, "anchor_stem": session.anchor_stem, "segments": result.files,
         "plot": result.plot.name if result.plot else None, "notes": result.notes,
+        "level_measure": LEVEL_MEASURE,
+        "typical_range_db": {stem: [round(float(lo), 4), round(float(hi), 4)] for stem, (lo, hi) in typical_db.items()}
+        if typical_db else None,
     })
     return result
 
 
-def stem_levels_db(session, window_s: float = LEVEL_WINDOW_S, step_s: float = LEVEL_STEP_S) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Each stem's BS.1770 loudness relative to the anchor's, per window: ``(times_s, {stem: dB})``.
+BROADBAND_HZ = (20.0, 12000.0)
+"""The band the level plot measures (the measured critic's broadband layout)."""
 
-    ``times_s`` are window centres; a window where the stem or the anchor is silent (below the
-    -70 LUFS gate) is NaN. The anchor itself is not in the dict (it is 0 dB by definition)."""
-    from mixcritic.stemloudness import hop_samples, integrated_loudness_lufs, kweighted
+
+LEVEL_MEASURE = "K-weighted mean power, 20 Hz-12 kHz, dB relative to the anchor (the measured critic's feature)"
+"""What ``levels.png`` plots, as recorded in ``export.json``."""
+
+
+def stem_levels_db(session, window_s: float = LEVEL_WINDOW_S, step_s: float = LEVEL_STEP_S) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Each stem's level relative to the anchor's, per window: ``(times_s, {stem: dB})``.
+
+    The level is the measured critic's broadband feature (:func:`mixcritic.critics.measured.features.band_levels_db`
+    over 20 Hz-12 kHz: K-weighted mean power, no gating), so a gain of g dB on a stem moves its
+    curve by exactly g dB and the measured critic's typical ranges apply. ``times_s`` are window
+    centres; a window where the stem or the anchor is below ``SILENT_LEVEL_DB`` is NaN. The anchor
+    itself is not in the dict (it is 0 dB by definition)."""
+    from mixcritic.critics.measured.features import band_levels_db
 
     rate_hz = session.rate_hz
-    hop = hop_samples(rate_hz)
-    window_hops, step_hops = int(round(window_s * 10)), max(1, int(round(step_s * 10)))
-    energies = {}
-    for stem, audio in session.audio.items():
-        weighted = kweighted(audio, rate_hz).astype(np.float64)
-        hops = len(weighted) // hop
-        energies[stem] = (weighted[: hops * hop].reshape(hops, hop) ** 2).sum(axis=1)
-    total_hops = min(len(e) for e in energies.values())
-    starts = list(range(0, max(total_hops - window_hops, 0) + 1, step_hops))
-    times_s = np.array([(s + window_hops / 2) * hop / rate_hz for s in starts])
+    window, step = max(1, int(round(window_s * rate_hz))), max(1, int(round(step_s * rate_hz)))
+    total = min(len(audio) for audio in session.audio.values())
+    starts = list(range(0, max(total - window, 0) + 1, step))
+    times_s = np.array([(start + min(window, total) / 2) / rate_hz for start in starts])
 
-    def loudness(stem: str) -> np.ndarray:
-        return np.array([
-            integrated_loudness_lufs(energies[stem][s : s + window_hops], rate_hz) if s + window_hops <= total_hops else -math.inf
-            for s in starts
-        ])
+    def level(stem: str) -> np.ndarray:
+        out = []
+        for start in starts:
+            measured = band_levels_db(session.audio[stem][start : start + window], rate_hz, BROADBAND_HZ, 40.0)
+            out.append(float(measured[0]) if measured is not None and measured[0] >= SILENT_LEVEL_DB else math.nan)
+        return np.array(out)
 
-    anchor = loudness(session.anchor_stem)
-    levels = {}
-    for stem in session.audio:
-        if stem == session.anchor_stem:
-            continue
-        relative = loudness(stem) - anchor
-        relative[~np.isfinite(relative)] = np.nan
-        levels[stem] = relative
-    return times_s, levels
+    anchor = level(session.anchor_stem)
+    return times_s, {stem: level(stem) - anchor for stem in session.audio if stem != session.anchor_stem}
 
 
 _COLOURS = {"bass": "tab:blue", "drums": "tab:orange", "vocals": "tab:green", "other": "tab:gray"}
@@ -205,7 +212,9 @@ def plot_levels(report, path: Path, typical_db: dict[str, tuple[float, float]] |
         colour = _COLOURS.get(stem, "tab:purple")
         if typical_db and stem in typical_db:
             low, high = typical_db[stem]
-            ax.axhspan(low, high, color=colour, alpha=0.12, lw=0, label=f"{stem}: typical range")
+            ax.axhspan(low, high, color=colour, alpha=0.08, lw=0, label=f"{stem}: typical range")
+            for edge_db in (low, high):  # edges in the stem's colour: overlapping ranges stay readable
+                ax.axhline(edge_db, color=colour, lw=0.9, ls=":", alpha=0.8)
         ax.plot(times_s, values, color=colour, lw=1.6, label=stem)
     ax.axhline(0.0, color="black", lw=0.8, ls="--", label=f"{session.anchor_stem} (anchor)")
     flagged = [s for s in report.segments if s.verdict in ("too_loud", "too_quiet")]
@@ -222,9 +231,10 @@ def plot_levels(report, path: Path, typical_db: dict[str, tuple[float, float]] |
         ax.plot([middle_s], [level_db], marker="v" if segment.verdict == "too_loud" else "^", color=colour, ms=8)
     ax.set_xlim(0, session.duration_s)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel(f"loudness relative to {session.anchor_stem} (dB)")
+    ax.set_ylabel(f"level relative to {session.anchor_stem} (dB, K-weighted)")
     title = session.path.name if session.path is not None else "session"
-    ax.set_title(f"{title}: stem levels (BS.1770, {LEVEL_WINDOW_S:g} s windows); flagged segments shaded")
+    shaded = "; typical range shaded" if typical_db else ""
+    ax.set_title(f"{title}: stem levels ({LEVEL_WINDOW_S:g} s windows){shaded}; flagged segments shaded", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, ncol=2)
     fig.tight_layout()

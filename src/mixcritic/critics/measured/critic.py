@@ -19,7 +19,9 @@ import numpy as np
 
 from mixcritic.critics import Judgement, Segment
 from mixcritic.critics.measured.features import check_band_edges, levels_from_spectrum_db, mean_power_spectrum, stem_levels_db
-from mixcritic.critics.measured.model import BalanceModel, decide, fit_balance, gain_evidence, hypothesis_posterior
+from mixcritic.critics.measured.model import (
+    BalanceModel, decide, fit_balance, gain_evidence, hypothesis_posterior, relative_level_stats_db,
+)
 from mixcritic.errors import DatasetError, ModelError
 from mixcritic.labels import DEFAULT_TARGET_LUFS, MODEL_SAMPLE_RATE_HZ, STEMS, TARGET_STEMS, Label
 from mixcritic.templates import render_response
@@ -43,6 +45,9 @@ DEFAULT_NO_ERROR_PRIOR = 0.2
 
 ROUND_DECIMALS = 6
 """Fitted numbers are stored rounded to this many decimals (dB / dB^2): deterministic files."""
+
+TYPICAL_RANGE_SD = 1.0
+"""``typical_range_db`` is the fitted mean +- this many standard deviations (1: the central 68 %)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,14 @@ class MeasuredCritic:
     def describe(self) -> str:
         """One plain line, e.g. ``measured stem loudness (fit on 12 real songs)``."""
         return f"measured stem loudness (fit on {self.fitted_on})"
+
+    def typical_range_db(self, anchor_stem: str) -> dict[str, tuple[float, float]]:
+        """``{stem: (low_db, high_db)}``: each other stem's level relative to the anchor that natural
+        balance expects, the fitted mean +- ``TYPICAL_RANGE_SD`` standard deviations (the central
+        68 % of the predictive Gaussian for an unseen song). Levels are this critic's own: K-weighted
+        mean power, 20 Hz-12 kHz (``--export`` plots the same measure). Empty for an unknown anchor."""
+        stats = relative_level_stats_db(self.model, anchor_stem)
+        return {stem: (mean - TYPICAL_RANGE_SD * sd, mean + TYPICAL_RANGE_SD * sd) for stem, (mean, sd) in stats.items()}
 
     # -- judging ------------------------------------------------------------------------------------
     def levels(self, stems: dict[str, np.ndarray], present: Iterable[str] | None = None) -> dict[str, np.ndarray]:

@@ -127,6 +127,43 @@ def _indicator(present: Sequence[str], stem: str, bands: int) -> np.ndarray:
     return out
 
 
+def stem_total_weights(model: BalanceModel, stem: str) -> np.ndarray:
+    """``(bands,)`` weights that linearise a stem's total level (power sum of its bands) around the
+    fitted mean: each band's share of the stem's power at the mean levels (sum 1). One band: ``[1]``."""
+    levels = model.mean_db[model.indices([stem])]
+    power = 10.0 ** ((levels - levels.max()) / 10.0)
+    return power / power.sum()
+
+
+def relative_level_stats_db(model: BalanceModel, anchor_stem: str) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation (dB) of each other stem's level minus the anchor's under the
+    natural balance: ``{stem: (mean_db, sd_db)}``.
+
+    A stem's level is its total over bands, linearised around the fitted mean
+    (:func:`stem_total_weights`; exact for one band, the broadband built-in critic). The difference
+    ``v . y`` is a contrast (``v`` sums to 0), so with ``c = C v`` it is Gaussian with mean
+    ``c . C mu`` and variance ``c^T (C Sigma C^T) c`` in the model's contrast space.
+    """
+    if anchor_stem not in model.stems:
+        return {}
+    dims = len(model.stems) * model.bands
+    basis = helmert_basis(dims)
+    mean_x = basis @ model.mean_db
+    cov_x = basis @ model.cov_db2 @ basis.T
+    anchor_index = model.indices([anchor_stem])
+    anchor_weights = stem_total_weights(model, anchor_stem)
+    out = {}
+    for stem in model.stems:
+        if stem == anchor_stem:
+            continue
+        contrast = np.zeros(dims)
+        contrast[model.indices([stem])] = stem_total_weights(model, stem)
+        contrast[anchor_index] -= anchor_weights
+        c = basis @ contrast
+        out[stem] = (float(c @ mean_x), float(math.sqrt(max(float(c @ cov_x @ c), 0.0))))
+    return out
+
+
 CATEGORY_ORDER: tuple[str, ...] = ("no_error", *FLAW_CATEGORIES)
 """Order of the last axis of :func:`category_log_likelihoods`."""
 
