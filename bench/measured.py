@@ -12,7 +12,10 @@ imports included), the median of ``--repeats``, runs interleaved:
   downmix, resample to 24 kHz with soxr), cut it into the built-in critic's segments, judge every
   segment with the built-in measured critic;
 * with ``--cli``: ``python -m mixcritic critique FOLDER --anchor drums --json`` (the full
-  command, built-in critic by default) when this version of the CLI supports it.
+  command, built-in critic by default) when this version of the CLI supports it;
+* with ``--baseline-src DIR`` (and ``--cli``): the same command run from another version's
+  ``src`` folder (e.g. ``git archive REV src | tar -x -C /tmp/before``), for before/after ratios
+  measured in the same run.
 
 Target (issue 9, item 6): the measured path at most 6x the read-only process.
 """
@@ -79,9 +82,9 @@ def write_session(folder: Path, minutes: float) -> tuple[Path, str]:
     return folder, source
 
 
-def run_process(args: list[str]) -> float:
-    """Wall seconds of one fresh process; raises if it fails."""
-    env_path = str(ROOT / "src")
+def run_process(args: list[str], src: Path = ROOT / "src") -> float:
+    """Wall seconds of one fresh process with ``src`` on PYTHONPATH; raises if it fails."""
+    env_path = str(src)
     start = time.perf_counter()
     result = subprocess.run([sys.executable, *args], capture_output=True, text=True,
                             env={**__import__("os").environ, "PYTHONPATH": env_path})
@@ -96,13 +99,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cli", action="store_true", help="also time `mixcritic critique FOLDER --anchor drums --json`")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="with --cli: also time the command from this other version's src folder")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mixcritic-bench-") as tmp:
         folder, source = write_session(Path(tmp) / "session", args.minutes)
         files = [str(p) for p in sorted(folder.glob("*.wav"))]
         kinds = {"read only": ["-c", READ_ONLY, *files], "measured path": ["-c", MEASURED_PATH, str(folder)]}
+        sources: dict[str, Path] = {}
         if args.cli:
-            kinds["critique --json (CLI)"] = ["-m", "mixcritic", "critique", str(folder), "--anchor", "drums", "--json"]
+            cli = ["-m", "mixcritic", "critique", str(folder), "--anchor", "drums", "--json"]
+            if args.baseline_src is not None:
+                kinds["critique --json (CLI), baseline src"] = cli
+                sources["critique --json (CLI), baseline src"] = args.baseline_src.resolve()
+            kinds["critique --json (CLI)"] = cli
         times: dict[str, list[float]] = {k: [] for k in kinds}
         failed: dict[str, str] = {}
         for _ in range(args.repeats):
@@ -110,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 if kind in failed:
                     continue
                 try:
-                    times[kind].append(run_process(command))
+                    times[kind].append(run_process(command, sources.get(kind, ROOT / "src")))
                 except RuntimeError as exc:
                     failed[kind] = str(exc)
     floor = statistics.median(times["read only"])

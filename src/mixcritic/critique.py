@@ -347,27 +347,34 @@ class WindowLoudness:
     """
 
     def __init__(self, session: Session) -> None:
-        import scipy.signal
-
-        from mixcritic.stemloudness import kweighting_sos
+        from mixcritic.stemloudness import kweighting_sos, sosfilt
 
         self.rate_hz = session.rate_hz
         self.names = STEMS if session.mode == "stems" else ("mix",)
         sos = kweighting_sos(self.rate_hz)
+        self._last_gram: tuple[tuple[int, int], np.ndarray] | None = None
         self.weighted = np.zeros((len(self.names), session.num_samples), dtype=np.float32)
         for row, name in enumerate(self.names):  # one stem at a time keeps the float64 peak small
             if name in session.audio:
-                self.weighted[row] = scipy.signal.sosfilt(sos, session.audio[name])
+                self.weighted[row] = sosfilt(sos, session.audio[name])
 
     def gram(self, start: int, stop: int) -> np.ndarray:
-        """``(hops, n, n)`` float64 K-weighted cross-energies of ``[start, stop)`` (partial last hop dropped)."""
+        """``(hops, n, n)`` float64 K-weighted cross-energies of ``[start, stop)`` (partial last hop dropped).
+
+        The last window's is kept: a window's loudness and its gate read the same one."""
         from mixcritic.stemloudness import hop_samples
 
+        cached = self._last_gram
+        if cached is not None and cached[0] == (start, stop):
+            return cached[1]
         hop = hop_samples(self.rate_hz)
         hops = (stop - start) // hop
         blocks = self.weighted[:, start : start + hops * hop].astype(np.float64)
         blocks = blocks.reshape(len(self.names), hops, hop).transpose(1, 0, 2)
-        return blocks @ blocks.transpose(0, 2, 1)
+        gram = blocks @ blocks.transpose(0, 2, 1)
+        gram.flags.writeable = False
+        self._last_gram = ((start, stop), gram)
+        return gram
 
     def mix_lufs(self, start: int, stop: int) -> float:
         """Integrated loudness of the window's mix (all stems at unity gain), LUFS; -inf if silent."""

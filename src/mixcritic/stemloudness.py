@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 
 import numpy as np
 
@@ -52,19 +53,110 @@ def hop_samples(rate_hz: int) -> int:
     return int(round(samples))
 
 
+KWEIGHTING_STAGES: tuple[tuple[str, float, float, float], ...] = (
+    ("high_shelf", 4.0, 1 / math.sqrt(2), 1500.0),
+    ("high_pass", 0.0, 0.5, 38.0),
+)
+"""BS.1770 K-weighting as pyloudnorm builds it: (kind, gain dB, Q, centre Hz) per biquad stage."""
+
+
+def biquad_coefficients(kind: str, gain_db: float, q: float, centre_hz: float, rate_hz: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(b, a)`` of an RBJ-cookbook biquad, exactly as ``pyloudnorm.iirfilter.IIRfilter`` designs it.
+
+    Written out here so that loudness never imports pyloudnorm or scipy.signal (about a second of
+    import time); ``tests/test_stemloudness.py`` checks the sections equal pyloudnorm's bitwise.
+    """
+    amplitude = 10.0 ** (gain_db / 40.0)
+    w0 = 2.0 * math.pi * centre_hz / rate_hz
+    alpha = math.sin(w0) / (2.0 * q)
+    cos_w0 = math.cos(w0)
+    if kind == "high_shelf":
+        root = 2.0 * math.sqrt(amplitude) * alpha
+        b = [amplitude * ((amplitude + 1) + (amplitude - 1) * cos_w0 + root),
+             -2.0 * amplitude * ((amplitude - 1) + (amplitude + 1) * cos_w0),
+             amplitude * ((amplitude + 1) + (amplitude - 1) * cos_w0 - root)]
+        a = [(amplitude + 1) - (amplitude - 1) * cos_w0 + root,
+             2.0 * ((amplitude - 1) - (amplitude + 1) * cos_w0),
+             (amplitude + 1) - (amplitude - 1) * cos_w0 - root]
+    elif kind == "high_pass":
+        b = [(1 + cos_w0) / 2.0, -(1 + cos_w0), (1 + cos_w0) / 2.0]
+        a = [1 + alpha, -2.0 * cos_w0, 1 - alpha]
+    else:
+        raise ValueError(f"unknown biquad kind {kind!r}")
+    return np.array(b) / a[0], np.array(a) / a[0]
+
+
 @functools.lru_cache(maxsize=8)
 def kweighting_sos(rate_hz: int) -> np.ndarray:
-    """BS.1770 K-weighting (pyloudnorm's high shelf + high pass) as second-order sections ``(2, 6)``."""
-    from pyloudnorm.iirfilter import IIRfilter
+    """BS.1770 K-weighting (pyloudnorm's high shelf + high pass) as second-order sections ``(2, 6)``.
 
-    shelf = IIRfilter(4.0, 1 / math.sqrt(2), 1500.0, rate_hz, "high_shelf")
-    high_pass = IIRfilter(0.0, 0.5, 38.0, rate_hz, "high_pass")
-    rows = []
-    for stage in (shelf, high_pass):
-        b = np.asarray(stage.b, dtype=np.float64) * stage.passband_gain
-        a = np.asarray(stage.a, dtype=np.float64)
-        rows.append(np.concatenate([b / a[0], a / a[0]]))
-    return np.array(rows)
+    Equal bitwise to the sections built from ``pyloudnorm.iirfilter.IIRfilter``."""
+    return np.array([np.concatenate(biquad_coefficients(*stage, rate_hz)) for stage in KWEIGHTING_STAGES])
+
+
+_KERNEL_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _sosfilt_kernel():
+    """scipy's compiled ``_sosfilt(sos, x, zi)`` kernel, loaded without running ``scipy.signal``'s
+    package ``__init__`` (which imports scipy.stats, scipy.interpolate, ... : about 0.8 s, most of a
+    ``critique`` run's import time). None when this scipy has no such extension module."""
+    import sys
+
+    with _KERNEL_LOCK:  # synth filters stems in threads; an extension module loads only once
+        loaded = sys.modules.get("scipy.signal._sosfilt")
+        if loaded is not None:
+            return getattr(loaded, "_sosfilt", None)
+        return _load_sosfilt_kernel()
+
+
+def _load_sosfilt_kernel():
+    """Load ``scipy/signal/_sosfilt.*.so`` under its own name and register it in ``sys.modules``,
+    so that a later ``import scipy.signal`` reuses this module instead of loading it twice."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    try:
+        import scipy
+
+        folder = Path(scipy.__file__).parent / "signal"
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = folder / f"_sosfilt{suffix}"
+            if path.is_file():
+                loader = importlib.machinery.ExtensionFileLoader("scipy.signal._sosfilt", str(path))
+                spec = importlib.util.spec_from_file_location("scipy.signal._sosfilt", path, loader=loader)
+                module = importlib.util.module_from_spec(spec)
+                loader.exec_module(module)
+                sys.modules.setdefault("scipy.signal._sosfilt", module)
+                return module._sosfilt
+    except (ImportError, AttributeError, OSError):
+        return None
+    return None
+
+
+def sosfilt(sos: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    """``scipy.signal.sosfilt(sos, audio, axis=-1)`` from rest, bit-for-bit, without importing scipy.signal.
+
+    ``audio`` ``(samples,)`` or ``(n, samples)``; computed in the result type of ``sos`` and
+    ``audio`` (float64 sections on float32 audio filter in float64, as scipy does). Falls back to
+    ``scipy.signal.sosfilt`` itself when scipy's compiled kernel cannot be loaded directly.
+    """
+    sos = np.asarray(sos)
+    audio = np.asarray(audio)
+    dtype = np.result_type(sos, audio)
+    kernel = _sosfilt_kernel()
+    if kernel is None or dtype.char not in "fd" or sos.ndim != 2 or sos.shape[1] != 6 or audio.ndim not in (1, 2):
+        import scipy.signal
+
+        return scipy.signal.sosfilt(sos, audio, axis=-1)
+    shape = audio.shape
+    rows = np.array(audio.reshape(-1, shape[-1]), dtype=dtype, order="C")  # a copy, filtered in place
+    state = np.zeros((rows.shape[0], sos.shape[0], 2), dtype=dtype)
+    kernel(np.array(sos, dtype=dtype, order="C"), rows, state)  # a copy: the kernel needs a writable buffer
+    return rows.reshape(shape)
 
 
 def kweighted(audio: np.ndarray, rate_hz: int) -> np.ndarray:
@@ -73,10 +165,8 @@ def kweighted(audio: np.ndarray, rate_hz: int) -> np.ndarray:
     Filtered in float32 (25 % faster than float64; loudness from it differs by < 0.001 LU). A
     -300 dBFS Nyquist-rate dither (``DITHER``) is added first to keep the filters out of denormals.
     """
-    import scipy.signal
-
     sos = kweighting_sos(rate_hz).astype(np.float32)
-    return scipy.signal.sosfilt(sos, np.add(audio, _dither(audio.shape[-1]), dtype=np.float32), axis=-1)
+    return sosfilt(sos, np.add(audio, _dither(audio.shape[-1]), dtype=np.float32))
 
 
 _DITHER_CACHE = np.zeros(0, dtype=np.float32)

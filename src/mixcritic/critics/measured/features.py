@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mixcritic.stemloudness import KWEIGHTING_STAGES, biquad_coefficients  # noqa: F401  (re-exported)
+
 FRAME_SAMPLES = 2048
 """STFT frame length at 24 kHz (85 ms); Hann window."""
 
@@ -36,39 +38,6 @@ def check_band_edges(band_edges_hz: Sequence[float], rate_hz: int) -> tuple[floa
     if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0 or edges[-1] > rate_hz / 2:
         raise ValueError(f"band edges {edges} must be at least two increasing frequencies within 0..{rate_hz / 2:g} Hz")
     return edges
-
-
-KWEIGHTING_STAGES: tuple[tuple[str, float, float, float], ...] = (
-    ("high_shelf", 4.0, 1 / math.sqrt(2), 1500.0),
-    ("high_pass", 0.0, 0.5, 38.0),
-)
-"""BS.1770 K-weighting as pyloudnorm builds it: (kind, gain dB, Q, centre Hz) per biquad stage."""
-
-
-def biquad_coefficients(kind: str, gain_db: float, q: float, centre_hz: float, rate_hz: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(b, a)`` of an RBJ-cookbook biquad, exactly as ``pyloudnorm.iirfilter.IIRfilter`` designs it.
-
-    Written out here so that measuring never imports scipy.signal (seconds of import time);
-    ``tests/test_measured.py`` checks it against :func:`mixcritic.stemloudness.kweighting_sos`.
-    """
-    amplitude = 10.0 ** (gain_db / 40.0)
-    w0 = 2.0 * math.pi * centre_hz / rate_hz
-    alpha = math.sin(w0) / (2.0 * q)
-    cos_w0 = math.cos(w0)
-    if kind == "high_shelf":
-        root = 2.0 * math.sqrt(amplitude) * alpha
-        b = [amplitude * ((amplitude + 1) + (amplitude - 1) * cos_w0 + root),
-             -2.0 * amplitude * ((amplitude - 1) + (amplitude + 1) * cos_w0),
-             amplitude * ((amplitude + 1) + (amplitude - 1) * cos_w0 - root)]
-        a = [(amplitude + 1) - (amplitude - 1) * cos_w0 + root,
-             2.0 * ((amplitude - 1) - (amplitude + 1) * cos_w0),
-             (amplitude + 1) - (amplitude - 1) * cos_w0 - root]
-    elif kind == "high_pass":
-        b = [(1 + cos_w0) / 2.0, -(1 + cos_w0), (1 + cos_w0) / 2.0]
-        a = [1 + alpha, -2.0 * cos_w0, 1 - alpha]
-    else:
-        raise ValueError(f"unknown biquad kind {kind!r}")
-    return np.array(b) / a[0], np.array(a) / a[0]
 
 
 def kweighting_power_response(freqs_hz: np.ndarray, rate_hz: int) -> np.ndarray:
