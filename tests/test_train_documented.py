@@ -47,7 +47,7 @@ def test_save_total_limit_keeps_only_the_newest_checkpoints(tiny_base, tmp_path)
     out = tmp_path / "run"
     overrides = (("max_steps", 4), ("save_steps", 1), ("save_total_limit", 2), ("eval_steps", 0), ("workers", 0),
                  ("learning_rate", 1e-3), ("batch_size", 2), ("grad_accum", 1))
-    model = (("tiny_spec", TEST_TINY_SPEC_KW), ("projector_hidden", 16), ("lora_r", 2), ("lora_alpha", 4),
+    model = (("tiny_spec", TEST_TINY_SPEC_KW), ("audio_pool", 4), ("projector_hidden", 16), ("lora_r", 2), ("lora_alpha", 4),
              ("gradient_checkpointing", False))
     request = TrainRequest(data_dir=out, out_dir=out, preset="tiny", train_overrides=overrides, model_overrides=model,
                            device="cpu", progress=False)

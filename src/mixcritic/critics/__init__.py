@@ -15,7 +15,7 @@ Contract::
     critic.engine        # "measured" | "llm"
     critic.needs_stems   # True when answers need the separate stems (measured)
     critic.settings      # sample_rate_hz, segment_s, target_lufs, ... (+ engine-specific fields);
-                         # "wiring_only": True for a run whose advice is near chance (tiny preset)
+                         # "wiring_only": True for a run that only checks the wiring (tiny preset)
     critic.describe()    # what the critic is, in a few plain words (critic_line adds where it came from)
     critic.judge(segments) -> list[Judgement]   # one per segment, in order
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mixcritic.critics.llm.critic import MixCritic
 
 WIRING_ONLY_PRESETS = ("tiny",)
-"""Training presets whose runs only prove the wiring: their advice is near chance."""
+"""Training presets whose runs only prove the wiring: their advice is weak (docs/training.md)."""
 
 
 class Critic:
@@ -212,7 +212,7 @@ class LLMCritic:
     def describe(self) -> str:
         """What this critic is, in a few plain words."""
         if self.wiring_only:
-            return "LLM wiring check (tiny preset: hears the mix, its advice is near chance)"
+            return "LLM wiring check (tiny preset: hears the mix, its advice is weak)"
         return "LLM hearing only the mix (MERT + Qwen2, as in the paper)"
 
     def judge(self, segments: "list[Segment]") -> "list[Judgement]":

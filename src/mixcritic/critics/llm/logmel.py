@@ -29,8 +29,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-LOGMEL_SOURCE = "logmel"
-"""The ``--encoder`` value (and ``encoder_source`` in a run's mixcritic.json) that selects this front end."""
+from mixcritic.critics.llm.settings import LOGMEL_SOURCE  # noqa: F401 - re-exported: the --encoder value
 
 
 @dataclass(frozen=True)

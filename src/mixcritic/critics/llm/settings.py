@@ -11,6 +11,10 @@ from dataclasses import asdict, dataclass, fields
 from mixcritic.errors import ModelError
 from mixcritic.labels import DEFAULT_TARGET_LUFS, MODEL_SAMPLE_RATE_HZ
 
+LOGMEL_SOURCE = "logmel"
+"""The ``--encoder`` value (and ``encoder_source`` in a run's mixcritic.json) that selects the log-mel
+front end (:mod:`mixcritic.critics.llm.logmel`); defined here so option handling needs no torch."""
+
 PROJECTOR_ACTIVATIONS = ("relu", "gelu")
 """Hidden-layer activations of the projector: relu (the paper's text), gelu (the authors' published run)."""
 

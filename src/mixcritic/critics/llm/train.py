@@ -131,7 +131,7 @@ def preset_settings(preset: str) -> tuple[TrainSettings, dict]:
     """
     from mixcritic.critics.llm.encoder import MERT_HUB_ID
     from mixcritic.critics.llm.language_model import QWEN_HUB_ID
-    from mixcritic.critics.llm.logmel import LOGMEL_SOURCE
+    from mixcritic.critics.llm.settings import LOGMEL_SOURCE
 
     if preset == "paper":
         return TrainSettings(), {"encoder_source": MERT_HUB_ID, "llm_source": QWEN_HUB_ID}
