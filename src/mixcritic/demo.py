@@ -14,7 +14,7 @@ Stages (each reported as it runs):
 6. critique: the flawed session with the tiny run, as ``mixcritic critique --model RUN`` does;
 and each critic's verdict is printed next to the injected flaw.
 
-The tiny model is a small demo, not a trained critic: it listens (32.8 % macro Both on held-out toy songs, 13.3 % muted) but its advice is weak.
+The tiny model is a small demo, not a trained critic: it listens (17-41 % macro Both on held-out toy songs over four seeds, 10-14 % muted) but its advice is weak.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ SESSION_FILE_NAMES: dict[str, str] = {
 DISCLAIMER = (
     "The tiny model is a small demo, not a trained critic: a log-mel front end and a tiny random-init "
     "Qwen2 trained for a few minutes on a few toy songs. It does listen -- on held-out toy songs it "
-    "scored 32.8 % macro Both against 13.3 % with the audio muted (docs/training.md) -- but that is "
-    "far from useful advice. Real advice needs `mixcritic train` on MUSDB18-HQ with the paper preset on a GPU."
+    "scored 17-41 % macro Both over four training seeds (mean 32 %) against 10-14 % with the audio muted "
+    "(docs/training.md) -- but that is far from useful advice. Real advice needs `mixcritic train` on MUSDB18-HQ with the paper preset on a GPU."
 )
 
 

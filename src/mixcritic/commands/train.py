@@ -18,7 +18,7 @@ PRESET_HELP = (
     "paper-run: the same models with the authors' published run (GELU projector 2048-4096-4096-2048, aux 0.1 on "
     "norms/d, wd 0.05, clip 1.0, batch 16x4, 10 epochs, seed 42, augmentation, system message). "
     "tiny: log-mel front end + tiny random-init Qwen2, 1500 steps, minutes on a CPU; it listens but its "
-    "advice is weak (32.8 % macro Both on toy data, 13.3 % muted; offline default). LLM engine only; see the values with --show-config."
+    "advice is weak (17-41 % macro Both on toy data over four seeds, 10-14 % muted; offline default). LLM engine only; see the values with --show-config."
 )
 ENGINE_HELP = (
     "measured: fit the measured critic (stem levels against a model of natural balance; needs the separate stems "
