@@ -3,7 +3,6 @@ audio-only task that only passes when the audio reaches the LLM (splice, mask, p
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest

@@ -13,7 +13,6 @@ import pytest
 import torch
 from model_helpers import TEST_TINY_SPEC_KW, FakeSource
 
-from mixcritic.errors import ModelError
 
 torch.set_num_threads(1)
 

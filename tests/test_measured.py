@@ -3,7 +3,6 @@ flaws found on toy and real stems, calibration metrics, and no torch on its path
 
 from __future__ import annotations
 
-import math
 
 import pytest
 

@@ -142,7 +142,7 @@ def test_resume_of_a_run_that_reached_max_steps_is_refused(full_run, tmp_path):
 
 def test_only_rank_zero_removes_interrupted_checkpoints(full_run, tmp_path):
     """Under torchrun every rank used to delete the same folder (FileNotFoundError on all but one)."""
-    from mixcritic.critics.llm.train import TrainSettings, prepare_run_dir, resolve_settings
+    from mixcritic.critics.llm.train import prepare_run_dir, resolve_settings
 
     out, _ = full_run
     copy = tmp_path / "run"

@@ -700,7 +700,6 @@ def synthesize(
     ``strict`` the first one raises DatasetError naming its file. Output does not depend on
     ``workers``.
     """
-    from mixcritic.console import warn
 
     started = time.perf_counter()
     source, data_dir = Path(source), Path(data_dir)

@@ -123,6 +123,7 @@ def critique(
     report_session(session)
     result = critique_with_model(session, resolve_model(model), device, encoder, llm, batch_size, segment_s, export)
     if json_output:
+        info(result.settings["critic"])  # the table prints this line itself; with --json it goes to stderr
         if result.settings["wiring_only"]:
             warn(WIRING_ONLY_CAVEAT)
         print_json(result.to_json())
@@ -158,8 +159,7 @@ def critique_with_model(
 ) -> "CritiqueReport":
     """Load the critic, warn about setting mismatches, run every segment with a progress bar;
     with ``export``, write the ``--export`` files (the critic may shade its typical ranges)."""
-    from mixcritic.console import info, spinner, warn
-    from mixcritic.critics import critic_line
+    from mixcritic.console import spinner, warn
     from mixcritic.critique import (
         CritiqueConfig, check_critic_fits_session, check_template_version, critic_device, load_model, num_segments,
         run_critique,
@@ -169,7 +169,6 @@ def critique_with_model(
     with spinner(label):
         critic = load_model(model, device, encoder, llm)
     check_critic_fits_session(session, critic)
-    info(critic_line(model, critic))
     config = CritiqueConfig.from_settings(critic.settings, segment_s, batch_size)
     trained_s = critic.settings.get("segment_s")
     if segment_s is not None and trained_s is not None and abs(segment_s - float(trained_s)) > 1e-9:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixcritic.labels import GAIN_RANGE_DB, STEMS, Label
+from mixcritic.labels import GAIN_RANGE_DB, Label
 
 FLAW_CATEGORIES: tuple[str, ...] = ("very_quiet", "quiet", "loud", "very_loud")
 """Categories that carry a gain flaw, in order of gain."""
