@@ -17,7 +17,8 @@ from mixcritic.cli import app
 from mixcritic.critique import json_schema
 
 runner = CliRunner()
-SHARED = Path(os.environ.get("MIXCRITIC_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+from conftest import shared_dir  # noqa: E402 - $MIXCRITIC_SHARED or ../shared, as every real-music test
+SHARED = shared_dir()
 MUSDB7 = SHARED / "musdb7-cc"
 ODD_NAMES = {"bass": "Bass Guitar.wav", "drums": "Drum Kit.wav", "other": "Keys and Guitars.wav", "vocals": "Lead Vox.wav"}
 needs_musdb7 = pytest.mark.skipif(not MUSDB7.is_dir(), reason=f"real-music fixture {MUSDB7} is absent (set MIXCRITIC_SHARED)")

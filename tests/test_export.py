@@ -7,8 +7,6 @@ least-squares fit of each WAV against the session's stems recovers the per-stem 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +21,8 @@ from mixcritic.session import open_session
 from critic_doubles import STAND_IN_SETTINGS, StandInMeasured
 
 runner = CliRunner()
-SHARED = Path(os.environ.get("MIXCRITIC_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+from conftest import shared_dir  # noqa: E402 - $MIXCRITIC_SHARED or ../shared, as every real-music test
+SHARED = shared_dir()
 SONG = SHARED / "musdb7-cc" / "test" / "Grants - PunchDrunk"
 
 

@@ -63,7 +63,8 @@ from mixcritic.errors import ModelError  # noqa: E402
 from mixcritic.labels import STEMS, Label  # noqa: E402
 
 RATE = 24_000
-MUSDB7 = Path(os.environ.get("MIXCRITIC_SHARED") or Path(__file__).resolve().parents[1].parent / "shared") / "musdb7-cc"
+from conftest import shared_dir  # noqa: E402 - $MIXCRITIC_SHARED or ../shared, as every real-music test
+MUSDB7 = shared_dir() / "musdb7-cc"
 needs_musdb7 = pytest.mark.skipif(not MUSDB7.is_dir(), reason=f"real-music fixture {MUSDB7} is absent (set MIXCRITIC_SHARED)")
 
 

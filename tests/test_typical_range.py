@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +22,8 @@ from mixcritic.labels import STEMS
 from scripted_critic import ScriptedCritic
 
 runner = CliRunner()
-SHARED = Path(os.environ.get("MIXCRITIC_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+from conftest import shared_dir  # noqa: E402 - $MIXCRITIC_SHARED or ../shared, as every real-music test
+SHARED = shared_dir()
 SONG = SHARED / "musdb7-cc" / "test" / "Grants - PunchDrunk"
 needs_song = pytest.mark.skipif(not SONG.is_dir(), reason=f"real-music fixture {SONG} is absent (set MIXCRITIC_SHARED)")
 
