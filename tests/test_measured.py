@@ -190,6 +190,43 @@ def test_fit_tunes_the_no_error_prior_by_cross_validation(train_critic):
     assert cv["macro_both"] == max(row["macro_both"] for row in cv["band_layouts"].values())
 
 
+def tilted_songs(songs: int, seed: int = 0, tilt_sd_db: float = 6.0) -> list:
+    """Measured-critic chunks of synthetic songs whose band levels (5-band layout, dB) are known exactly.
+
+    Each stem has one dominant band (+15 dB), a per-song offset (SD 2.5 dB) and band noise (SD 1 dB);
+    each song also has a spectral tilt shared by all its stems (SD ``tilt_sd_db`` per band, its
+    "mastering EQ"). Broadband levels inherit the tilt through each stem's dominant band, per-band
+    contrasts cancel it: here per-band levels carry information that broadband loudness loses.
+    """
+    from mixcritic.critics.measured.critic import Chunk, with_bands
+    from mixcritic.critics.measured.features import band_weights
+
+    weights = band_weights(BAND_CHOICES["5 bands"], RATE)  # (5, bins): K-weighting inside each band
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0.0, 3.0, (4, 5))
+    base[np.arange(4), [0, 2, 3, 1]] += 15.0
+    broadband = MeasuredConfig(band_edges_hz=BAND_CHOICES["broadband"])
+    chunks = []
+    for k in range(songs):
+        levels = base + rng.normal(0, 2.5, (4, 1)) + rng.normal(0, tilt_sd_db, (1, 5)) + rng.normal(0, 1.0, (4, 5))
+        spectra = {}
+        for s, stem in enumerate(STEMS):  # flat inside each band, scaled so the K-weighted band power is 10^(level/10)
+            spectra[stem] = sum(np.where(w > 0, 10 ** (level / 10) / w.sum(), 0.0) for w, level in zip(weights, levels[s]))
+        chunks.append(with_bands(Chunk(f"song {k:02d}", 0.0, {}, spectra), broadband))
+    return chunks
+
+
+def test_the_band_layout_rule_picks_bands_when_enough_songs_show_they_pay():
+    """On musdb7-cc broadband wins (above); the same rule must choose per-band levels for a user whose
+    songs make them pay, or a larger data set could never get the richer model."""
+    from mixcritic.critics.measured.critic import tuned_config
+
+    resolved, report = tuned_config(tilted_songs(40), MeasuredConfig())
+    assert report["band_layout"] in ("3 bands", "5 bands") and resolved.bands in (3, 5)
+    assert report["macro_both"] > report["band_layouts"]["broadband"]["macro_both"] + 0.1
+    assert report["no_error_both"] >= resolved.min_no_error_both
+
+
 @needs_musdb7
 def test_a_given_prior_and_band_layout_are_kept(musdb7_data):
     edges = BAND_CHOICES["5 bands"]
