@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (data, runs, evaluations; reused)")
     parser.add_argument("--data", type=Path, default=None, help="toy dataset (default: toy-stems + synth defaults in --work)")
     parser.add_argument("--musdb", type=Path, default=None, help="also train and score on musdb7-cc (its folder)")
-    parser.add_argument("--every", type=int, default=500, help="checkpoint (curve point) every N steps")
+    parser.add_argument("--every", type=int, default=250, help="checkpoint (curve point) every N steps")
     parser.add_argument("--max-steps", type=int, default=None, help="override the preset's step count")
     parser.add_argument("--limit", type=int, default=None, help="score a stratified draw of N test clips (default all)")
     parser.add_argument("--markdown", action="store_true", help="also print the docs table on stderr")

@@ -235,7 +235,7 @@ def test_two_process_train_interrupt_resume_and_evaluate_on_cpu(toy_data, tiny_b
 
     mert_dir, llm_dir = tiny_base
     run = tmp_path / "run"
-    common = [str(toy_data), "--out", str(run), "--preset", "tiny", "--save-steps", "2", "--logging-steps", "1",
+    common = [str(toy_data), "--out", str(run), "--preset", "tiny", "--batch-size", "4", "--save-steps", "2", "--logging-steps", "1",
               "--eval-steps", "0", "--workers", "0", "--encoder", str(mert_dir), "--llm", str(llm_dir),
               "--device", "cpu", "--json"]
     stdout = torchrun(tmp_path, "train", "train", *common, "--max-steps", "4")

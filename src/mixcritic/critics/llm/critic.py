@@ -153,10 +153,17 @@ class MixCritic(nn.Module):
             if group not in groups:
                 raise ModelError(f"checkpoint tensor {key!r} belongs to no trained part")
             groups[group][name] = value
-        self.layer_weights.load_state_dict(groups["layer_weights"], strict=True)
-        if self.feature_norm is not None:
-            self.feature_norm.load_state_dict(groups["feature_norm"], strict=True)
-        self.projector.load_state_dict(groups["projector"], strict=True)
+        parts = [("layer_weights", self.layer_weights), ("feature_norm", self.feature_norm), ("projector", self.projector)]
+        for name, module in parts:
+            if module is None:
+                continue
+            try:
+                module.load_state_dict(groups[name], strict=True)
+            except RuntimeError as error:  # shape mismatch: another encoder width, projector or front-end version
+                detail = next((line.strip() for line in str(error).splitlines()[1:]), str(error))  # torch: header, then one line per tensor
+                raise ModelError(f"the checkpoint's {name} tensors do not fit this model ({detail}): it was "
+                                 "trained with other model settings or an earlier version of the encoder front end; "
+                                 "retrain it with this version") from None
         expected = set(get_peft_model_state_dict_keys(self.llm))
         if set(groups["lora"]) != expected:
             missing, extra = expected - set(groups["lora"]), set(groups["lora"]) - expected

@@ -127,7 +127,9 @@ def preset_settings(preset: str) -> tuple[TrainSettings, dict]:
     the deterministic log-mel front end (``--encoder logmel``; ``tiny-mert`` selects the tiny
     random MERT) with fitted feature standardisation, the tiny Qwen2 unquantised (4-bit costs
     ~2.4x per step on a CPU), ``audio_pool`` 75 (one audio position per second), no dropout, a much
-    larger learning rate and 1500 steps (see docs/training.md, "Does the tiny critic listen?").
+    larger learning rate, and 750 steps of 16 clips: batches of 4 left the gradient too noisy to
+    learn from the few answer tokens that carry the decision (see docs/training.md, "Does the tiny
+    critic listen?").
     """
     from mixcritic.critics.llm.encoder import MERT_HUB_ID
     from mixcritic.critics.llm.language_model import QWEN_HUB_ID
@@ -148,8 +150,8 @@ def preset_settings(preset: str) -> tuple[TrainSettings, dict]:
         }
     if preset == "tiny":
         train = TrainSettings(
-            epochs=1.0, learning_rate=5e-3, weight_decay=0.0, batch_size=4, grad_accum=1, max_grad_norm=1.0,
-            logging_steps=10, eval_steps=250, save_steps=250, max_steps=1500, max_eval_samples=16, workers=1,
+            epochs=1.0, learning_rate=5e-3, weight_decay=0.0, batch_size=16, grad_accum=1, max_grad_norm=1.0,
+            logging_steps=10, eval_steps=250, save_steps=250, max_steps=750, max_eval_samples=16, workers=1,
         )
         return train, {"encoder_source": LOGMEL_SOURCE, "audio_pool": 75, "standardize_clips": 64,
                        "quantize_4bit": False, "projector_hidden": 64, "projector_dropout": 0.0,
