@@ -40,3 +40,20 @@ def barrier() -> None:
         dist.init_process_group(backend="gloo")
         atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
     dist.barrier()
+
+
+def close_process_group() -> None:
+    """Under a launcher: wait for every process, then tear the process group down (no-op otherwise).
+
+    A group left for the interpreter's exit can abort the process that exits while another still
+    works ("terminate called without an active exception", SIGABRT) after all its work is done;
+    the Trainer's group (set up by accelerate) is closed this way at the end of a training run.
+    """
+    _, world = rank_and_world()
+    if world <= 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -467,6 +467,7 @@ def run_dpo(request: DpoRequest, source=None) -> dict:
     from accelerate import PartialState
 
     from mixcritic.console import warn
+    from mixcritic.distributed import close_process_group
     from mixcritic.critics.llm.train import (
         pin_single_device,
         prepare_run_dir,
@@ -529,6 +530,7 @@ def run_dpo(request: DpoRequest, source=None) -> dict:
     if trainer.args.should_save:
         mark_complete(final)
         write_json_atomic(out_dir / "train_summary.json", summary)
+    close_process_group()
     return summary
 
 

@@ -800,6 +800,7 @@ def run_training(request: TrainRequest, source=None) -> dict:
 
     from mixcritic.console import warn
     from mixcritic.critics.llm.checkpoint import COMPLETE_MARKER, mark_complete, write_json_atomic
+    from mixcritic.distributed import close_process_group
 
     device, note = single_process_device(resolve_device(request.device))
     train, settings = resolve_settings(replace(request, device=device), source)
@@ -841,6 +842,7 @@ def run_training(request: TrainRequest, source=None) -> dict:
     if trainer.args.should_save:
         mark_complete(final)
         write_json_atomic(out_dir / "train_summary.json", summary)
+    close_process_group()
     return summary
 
 
