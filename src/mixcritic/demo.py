@@ -14,7 +14,7 @@ Stages (each reported as it runs):
 6. critique: the flawed session with the tiny run, as ``mixcritic critique --model RUN`` does;
 and each critic's verdict is printed next to the injected flaw.
 
-The tiny model is a small demo, not a trained critic: it listens (51-63 % macro Both on held-out toy songs of two toy datasets, 10-13 % muted) but it knows only toy songs.
+The tiny model is a small demo, not a trained critic: it listens (34-63 % macro Both on held-out toy songs of three toy datasets, 10-13 % muted) but it knows only toy songs.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ SESSION_FILE_NAMES: dict[str, str] = {
 
 DISCLAIMER = (
     "The tiny model is a small demo, not a trained critic: a log-mel front end and a tiny random-init "
-    "Qwen2 trained for a few minutes on a few toy songs. It does listen -- on held-out toy songs of two "
-    "toy datasets it scored 51-63 % macro Both against 10-13 % with the audio muted (docs/training.md) -- "
+    "Qwen2 trained for a few minutes on a few toy songs. It does listen -- on held-out toy songs of three "
+    "toy datasets it scored 34-63 % macro Both against 10-13 % with the audio muted (docs/training.md) -- "
     "but it has heard only toy songs and is at chance on real music. Real advice needs `mixcritic train` on MUSDB18-HQ with the paper preset on a GPU."
 )
 

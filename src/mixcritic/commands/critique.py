@@ -147,7 +147,7 @@ def write_export(result: "CritiqueReport", folder: Path, typical_db: dict | None
 
 
 WIRING_ONLY_CAVEAT = (
-    "this run was trained with the tiny preset to check the wiring: it has heard only toy songs (51-63 % "
+    "this run was trained with the tiny preset to check the wiring: it has heard only toy songs (34-63 % "
     "macro Both on held-out toy songs, chance on real music), so its advice is not a trained critic's; use the "
     "built-in critic (no --model) or a run trained on real data"
 )

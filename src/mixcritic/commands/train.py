@@ -18,7 +18,7 @@ PRESET_HELP = (
     "paper-run: the same models with the authors' published run (GELU projector 2048-4096-4096-2048, aux 0.1 on "
     "norms/d, wd 0.05, clip 1.0, batch 16x4, 10 epochs, seed 42, augmentation, system message). "
     "tiny: log-mel front end + tiny random-init Qwen2, 750 steps of 16 clips, minutes on a CPU; it listens "
-    "(51-63 % macro Both on held-out toy songs, 10-13 % muted) but knows only toy songs (offline default). LLM engine only; see the values with --show-config."
+    "(34-63 % macro Both on held-out toy songs, 10-13 % muted) but knows only toy songs (offline default). LLM engine only; see the values with --show-config."
 )
 ENGINE_HELP = (
     "measured: fit the measured critic (stem levels against a model of natural balance; needs the separate stems "
