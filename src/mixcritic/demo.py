@@ -30,6 +30,7 @@ from mixcritic.critics import BUILTIN
 from mixcritic.files import atomic_path
 from mixcritic.errors import MixcriticError
 from mixcritic.labels import GAIN_RANGE_DB, TARGET_STEMS
+from mixcritic.options import TINY_MUTED_SCORES, TINY_SCORES
 
 SESSION_FILE_NAMES: dict[str, str] = {
     "bass": "Bass Guitar.wav",
@@ -41,8 +42,8 @@ SESSION_FILE_NAMES: dict[str, str] = {
 
 DISCLAIMER = (
     "The tiny model is a small demo, not a trained critic: a log-mel front end and a tiny random-init "
-    "Qwen2 trained for a few minutes on a few toy songs. It does listen -- on held-out toy songs of three "
-    "toy datasets it scored 34-63 % macro Both against 10-13 % with the audio muted (docs/training.md) -- "
+    f"Qwen2 trained for a few minutes on a few toy songs. It does listen -- it scored {TINY_SCORES} of three "
+    f"toy datasets against {TINY_MUTED_SCORES} with the audio muted (docs/training.md) -- "
     "but it has heard only toy songs and is at chance on real music. Real advice needs `mixcritic train` on MUSDB18-HQ with the paper preset on a GPU."
 )
 

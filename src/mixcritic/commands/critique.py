@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from mixcritic.console import print_json
-from mixcritic.options import DeviceOption, JsonOption
+from mixcritic.options import TINY_SCORES, WIRING_ONLY, DeviceOption, JsonOption
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -147,9 +147,8 @@ def write_export(result: "CritiqueReport", folder: Path, typical_db: dict | None
 
 
 WIRING_ONLY_CAVEAT = (
-    "this run was trained with the tiny preset to check the wiring: it has heard only toy songs (34-63 % "
-    "macro Both on held-out toy songs, chance on real music), so its advice is not a trained critic's; use the "
-    "built-in critic (no --model) or a run trained on real data"
+    f"{WIRING_ONLY}: it has heard only toy songs ({TINY_SCORES}, chance on real music), so its advice is not a "
+    "trained critic's; use the built-in critic (no --model) or a run trained on real data"
 )
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from mixcritic.console import print_json
-from mixcritic.options import DataArgument, DeviceOption, JsonOption, SeedOption
+from mixcritic.options import TINY_SCORES, WIRING_ONLY, DataArgument, DeviceOption, JsonOption, SeedOption
 
 ModelOption = Annotated[
     Optional[str],
@@ -208,8 +208,7 @@ def _confusion_table(confusion: dict) -> "Table":
 
 
 WIRING_ONLY_CAVEAT = (
-    "this run was trained with the tiny preset to check the wiring: its scores (34-63 % macro Both on held-out "
-    "toy songs, chance on real music) say nothing about what a trained critic can do"
+    f"{WIRING_ONLY}: its scores ({TINY_SCORES}, chance on real music) say nothing about what a trained critic can do"
 )
 
 

@@ -11,14 +11,14 @@ import typer
 
 from mixcritic.console import print_json
 from mixcritic.errors import Interrupted, MixcriticError, ModelError
-from mixcritic.options import DataArgument, DeviceOption, JsonOption
+from mixcritic.options import TINY_MUTED_SCORES, TINY_SCORES, DataArgument, DeviceOption, JsonOption
 
 PRESET_HELP = (
     "paper: MERT-v1-330M + Qwen2-7B-Instruct in 4-bit, the recipe in the paper's text (needs a GPU and local weights). "
     "paper-run: the same models with the authors' published run (GELU projector 2048-4096-4096-2048, aux 0.1 on "
     "norms/d, wd 0.05, clip 1.0, batch 16x4, 10 epochs, seed 42, augmentation, system message). "
     "tiny: log-mel front end + tiny random-init Qwen2, 750 steps of 16 clips, minutes on a CPU; it listens "
-    "(34-63 % macro Both on held-out toy songs, 10-13 % muted) but knows only toy songs (offline default). LLM engine only; see the values with --show-config."
+    f"({TINY_SCORES}, {TINY_MUTED_SCORES} muted) but knows only toy songs (offline default). LLM engine only; see the values with --show-config."
 )
 ENGINE_HELP = (
     "measured: fit the measured critic (stem levels against a model of natural balance; needs the separate stems "
