@@ -505,6 +505,12 @@ def test_train_engine_measured_then_critique_and_evaluate_like_an_llm_run(toy_da
     settings = json.loads((run_dir / "model" / "mixcritic.json").read_text())
     assert settings["engine"] == "measured" and settings["segment_s"] == 4.0
     assert (run_dir / "model" / "COMPLETE").is_file()
+    # it cross-validates by song itself, so the validation songs are fitted on too (7 train + 2 valid)
+    dataset = open_dataset(toy_data)
+    fitted = {r["track"] for split in ("train", "valid") for r in dataset.records(split)}
+    assert settings["fit"]["splits"] == ["train", "valid"] and set(settings["fit"]["tracks"]) == fitted and len(fitted) == 9
+    seen = runner.invoke(app, ["evaluate", str(toy_data), "--model", str(run_dir), "--split", "valid", "--limit", "10"])
+    assert seen.exit_code == 0 and "2 of the 2 songs in split 'valid' were used to fit this critic" in " ".join(seen.stderr.split())
 
     report = json.loads(runner.invoke(app, ["evaluate", str(toy_data), "--model", str(run_dir), "--limit", "40", "--json"]).stdout)
     jsonschema.validate(report, schema())
@@ -512,7 +518,7 @@ def test_train_engine_measured_then_critique_and_evaluate_like_an_llm_run(toy_da
     assert report["calibration"]["n"] == 40 and 0 <= report["calibration"]["expected_calibration_error"] <= 1
     assert report["metrics"]["by_category"]["macro"]["both"] > 0.4  # chance is 0.2 (toy songs, unseen test split)
     table = runner.invoke(app, ["evaluate", str(toy_data), "--model", str(run_dir), "--limit", "40"])
-    assert table.exit_code == 0 and "expected calibration error" in table.stdout
+    assert table.exit_code == 0 and "expected calibration error" in table.stdout and "used to fit" not in table.stderr
     assert table.stdout.splitlines()[0].startswith(f"critic: {run_dir}, measured stem loudness (fit on")
 
     session = tmp_path / "session"

@@ -181,7 +181,8 @@ def test_fit_save_reload_round_trip_gives_identical_probabilities(musdb7_data, t
 @needs_musdb7
 def test_fit_tunes_the_no_error_prior_by_cross_validation(train_critic):
     cv = train_critic.fit_summary["cross_validation"]
-    assert cv["prior_tuned"] and cv["songs"] == 8 and cv["folds"] == 8
+    assert cv["prior_tuned"] and cv["shrinkage_tuned"] and cv["songs"] == 8 and cv["folds"] == 8
+    assert cv["shrinkage"] == train_critic.config.shrinkage and 0.0 <= cv["shrinkage"] <= 1.0
     assert 0.1 <= train_critic.no_error_prior <= 0.6 and cv["no_error_prior"] == train_critic.no_error_prior
     assert cv["no_error_both"] >= train_critic.config.min_no_error_both
     # the band layout is chosen by the same CV; on 8 songs a per-band covariance loses to broadband
@@ -227,11 +228,29 @@ def test_the_band_layout_rule_picks_bands_when_enough_songs_show_they_pay():
     assert report["no_error_both"] >= resolved.min_no_error_both
 
 
+def test_tuned_shrinkage_falls_as_songs_show_the_structured_target_is_wrong():
+    """The shrinkage is tuned by held-out likelihood: the songs' shared spectral tilt is not in the
+    structured target (a stem offset plus independent band noise), so with more songs the fit trusts
+    the sample covariance more; without the tilt the target is right and it keeps it all the way."""
+    from mixcritic.critics.measured.critic import with_bands
+    from mixcritic.critics.measured.tuning import tune_shrinkage
+
+    config = MeasuredConfig(band_edges_hz=BAND_CHOICES["5 bands"])
+
+    def tuned(songs: int, tilt_sd_db: float = 6.0) -> float:
+        chunks = [with_bands(c, config) for c in tilted_songs(songs, tilt_sd_db=tilt_sd_db)]
+        return tune_shrinkage(chunks, config.bands, config.min_variance_db2)[0]
+
+    assert [tuned(n) for n in (4, 10, 40)] == [0.9, 0.2, 0.0]  # measured: 0.9, 0.2, 0.0
+    assert tuned(6, tilt_sd_db=0.0) == tuned(40, tilt_sd_db=0.0) == 1.0
+
+
 @needs_musdb7
 def test_a_given_prior_and_band_layout_are_kept(musdb7_data):
     edges = BAND_CHOICES["5 bands"]
-    critic = fit_measured(musdb7_data, "train", no_error_prior=0.3, band_edges_hz=edges)
+    critic = fit_measured(musdb7_data, "train", no_error_prior=0.3, band_edges_hz=edges, shrinkage=0.25)
     assert critic.no_error_prior == 0.3 and not critic.fit_summary["cross_validation"]["prior_tuned"]
+    assert critic.config.shrinkage == 0.25 and not critic.fit_summary["cross_validation"]["shrinkage_tuned"]
     assert critic.config.band_edges_hz == edges and critic.model.bands == 5
     assert critic.fit_summary["cross_validation"]["band_layout"] == "given"
 
@@ -378,7 +397,7 @@ def test_vectorised_cross_validation_agrees_with_judging_one_case_at_a_time(musd
     from mixcritic.labels import CATEGORIES, GAIN_RANGE_DB, TARGET_STEMS
     from mixcritic.metrics import Case, both_correct, by_category
 
-    config = MeasuredConfig(no_error_prior=0.25, band_edges_hz=BAND_CHOICES["broadband"])
+    config = MeasuredConfig(no_error_prior=0.25, band_edges_hz=BAND_CHOICES["broadband"], shrinkage=0.5)
     chunks, _ = dataset_chunks(musdb7_data, ("train",), config)
     fast = grid_scores(grid_cases(chunks, config, draws=2), 0.25)
     cases = []

@@ -493,6 +493,8 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, warn: Cal
     predictor_path = config.out_dir / PREDICTOR_FILE
     if todo or not predictor_path.exists():  # nothing left to answer: no need to load a model
         predictor = make_predictor(config, dataset, progress, warn)
+        if warn:
+            warn_if_fitted_on(predictor, records, config.split, warn)
         if rank == 0:
             write_text_atomic(predictor_path, json.dumps(predictor.describe(), indent=2) + "\n")
         batches = distributed.shard(list(batched(todo, config.batch_size)), rank, world)
@@ -511,6 +513,16 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, warn: Cal
     report = assemble_report(config, dataset, records, done, description, len(split_records))
     write_report_files(report, config.out_dir)
     return report
+
+
+def warn_if_fitted_on(predictor, records: Sequence[dict], split: str, warn: Callable[[str], None]) -> None:
+    """Warn when the critic was fitted on songs it is now scored on (a measured critic records them)."""
+    fitted = getattr(getattr(predictor, "critic", None), "fitted_tracks", frozenset())
+    songs = {record["track"] for record in records}
+    seen = songs & fitted
+    if seen:
+        warn(f"{len(seen)} of the {len(songs)} songs in split '{split}' were used to fit this critic, so its scores there "
+             "are optimistic; evaluate it on songs it has not seen (e.g. a critic trained on this dataset, on 'test')")
 
 
 def cases_from(records: Sequence[dict], predictions: dict[str, dict]) -> list[Case]:

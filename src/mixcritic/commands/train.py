@@ -22,7 +22,8 @@ PRESET_HELP = (
 )
 ENGINE_HELP = (
     "measured: fit the measured critic (stem levels against a model of natural balance; needs the separate stems "
-    "at critique time) in seconds on a CPU. llm: fine-tune the paper's MERT -> Qwen2 critic, which hears the mix."
+    "at critique time) in seconds on a CPU, on the train and valid songs (it cross-validates by song itself). "
+    "llm: fine-tune the paper's MERT -> Qwen2 critic, which hears the mix."
 )
 ENGINES = ("measured", "llm")
 _OPTION_NAMES = {"from_run": "--from", "learning_rate": "--lr", "encoder_source": "--encoder", "llm_source": "--llm", "quantize_4bit": "--4bit"}
@@ -303,13 +304,14 @@ def print_config(config: dict, as_json: bool) -> None:
 
 
 def train_measured(data: Path, out: Path) -> dict:
-    """Fit the measured critic on the dataset's train split and save it as ``out/model``; its summary."""
+    """Fit the measured critic on the dataset's train and valid splits and save it as ``out/model``; its
+    summary. It cross-validates by song itself, so the validation split is one more song to learn from."""
     import time
 
     from mixcritic.critics.measured import fit_measured, save_measured
 
     started = time.perf_counter()
-    critic = fit_measured(data, split="train")
+    critic = fit_measured(data, split=("train", "valid"))
     saved = save_measured(critic, out)
     return {
         "engine": "measured", "run_dir": str(out), "model_dir": str(saved.parent if saved.is_file() else saved),

@@ -43,6 +43,9 @@ BAND_CHOICES: dict[str, tuple[float, ...]] = {
 DEFAULT_NO_ERROR_PRIOR = 0.2
 """The synthesised data's share of balanced mixes: the prior when it cannot be tuned."""
 
+DEFAULT_SHRINKAGE = 0.5
+"""The covariance's shrinkage when it cannot be tuned (fewer than three songs)."""
+
 ROUND_DECIMALS = 6
 """Fitted numbers are stored rounded to this many decimals (dB / dB^2): deterministic files."""
 
@@ -60,8 +63,10 @@ class MeasuredConfig:
     broadband loudness; more bands need more songs, see docs/measured.md)."""
     band_floor_db: float = 40.0
     """A band's level is floored this far below the stem's total level (keeps empty bands sane)."""
-    shrinkage: float = 0.5
-    """Weight of the two-parameter structured covariance against the sample covariance (0..1)."""
+    shrinkage: float | None = None
+    """Weight of the two-parameter structured covariance against the sample covariance (0..1); None:
+    tuned by cross-validation over the songs (the intensity under which held-out songs are most
+    likely: high with few songs, lower as songs are added)."""
     min_variance_db2: float = 0.25
     """Added to every level's variance (dB^2): measurement noise, keeps the covariance invertible."""
     no_error_prior: float | None = None
@@ -77,8 +82,8 @@ class MeasuredConfig:
             check_band_edges(self.band_edges_hz, MODEL_SAMPLE_RATE_HZ)
         if not self.band_floor_db > 0:
             raise ValueError(f"band_floor_db {self.band_floor_db}: must be > 0")
-        if not 0.0 <= self.shrinkage <= 1.0:
-            raise ValueError(f"shrinkage {self.shrinkage}: must be in [0, 1]")
+        if self.shrinkage is not None and not 0.0 <= self.shrinkage <= 1.0:
+            raise ValueError(f"shrinkage {self.shrinkage}: must be in [0, 1], or None to tune it")
         if not self.min_variance_db2 > 0:
             raise ValueError(f"min_variance_db2 {self.min_variance_db2}: must be > 0")
         if self.no_error_prior is not None and not 0.0 < self.no_error_prior < 1.0:
@@ -122,8 +127,8 @@ class MeasuredCritic:
 
     def __init__(self, model: BalanceModel, config: MeasuredConfig, fitted_on: str, segment_s: float,
                  target_lufs: float = DEFAULT_TARGET_LUFS, fit_summary: dict | None = None) -> None:
-        if config.band_edges_hz is None or config.no_error_prior is None:
-            raise ValueError("a critic needs a resolved config (band_edges_hz and no_error_prior set)")
+        if config.band_edges_hz is None or config.no_error_prior is None or config.shrinkage is None:
+            raise ValueError("a critic needs a resolved config (band_edges_hz, shrinkage and no_error_prior set)")
         # Rounded as stored, so a critic judges exactly like its saved and reloaded copy.
         self.model = BalanceModel(model.stems, model.bands, np.round(model.mean_db, ROUND_DECIMALS), np.round(model.cov_db2, ROUND_DECIMALS))
         self.config = config
@@ -166,6 +171,11 @@ class MeasuredCritic:
         """Posterior over the hypotheses given measured band levels; sums to 1."""
         targets = [s for s in TARGET_STEMS if s != anchor_stem and s in levels_db]
         return hypothesis_posterior(gain_evidence(self.model, levels_db, targets), self.no_error_prior)
+
+    @property
+    def fitted_tracks(self) -> frozenset[str]:
+        """Names of the songs this critic was fitted on (empty when the fit did not record them)."""
+        return frozenset(self.fit_summary.get("tracks") or ())
 
     @property
     def no_error_prior(self) -> float:
@@ -334,7 +344,7 @@ def fit_measured(data_dir: Path, split: str | Sequence[str] = "train", progress=
     chunks = [with_bands(c, config) for c in chunks]
     model = fit_from_chunks(chunks, config)
     songs = sorted({c.track for c in chunks})
-    summary = {"splits": list(splits), "songs": len(songs), "chunks": len(chunks),
+    summary = {"splits": list(splits), "songs": len(songs), "tracks": songs, "chunks": len(chunks),
                "chunks_with_all_stems": sum(all(s in c.levels_db for s in STEMS) for c in chunks),
                "cross_validation": cross_validation}
     name = fitted_on or f"{len(songs)} songs"
@@ -346,25 +356,30 @@ def fit_measured(data_dir: Path, split: str | Sequence[str] = "train", progress=
 def tuned_config(chunks: list[Chunk], config: MeasuredConfig) -> tuple[MeasuredConfig, dict]:
     """``config`` resolved by cross-validation by song, and the cross-validated scores of the result.
 
-    ``band_edges_hz`` None: each layout of ``BAND_CHOICES`` is scored (its prior tuned); a richer
-    layout replaces a simpler one only when its cross-validated macro Both is higher by more than one
-    standard error of the per-song paired difference (so with few songs, noise does not pick it).
-    ``no_error_prior`` None: tuned (:func:`tuning.tune_no_error_prior`). ``chunks`` must carry spectra.
+    For each band layout (``band_edges_hz`` None: each of ``BAND_CHOICES``), the shrinkage (when None,
+    :func:`tuning.tune_shrinkage`) and then the ``no_error`` prior (when None,
+    :func:`tuning.tune_no_error_prior`) are tuned. A richer layout replaces a simpler one only when
+    its cross-validated macro Both is higher by more than one standard error of the per-song paired
+    difference (so with few songs, noise does not pick it). ``chunks`` must carry spectra.
     """
     from dataclasses import replace
 
-    from mixcritic.critics.measured.tuning import grid_cases, grid_scores, per_song_macro_both, song_folds, tune_no_error_prior
+    from mixcritic.critics.measured.tuning import grid_cases, grid_scores, per_song_macro_both, song_folds, tune_no_error_prior, tune_shrinkage
 
     songs = {c.track for c in chunks if all(s in c.levels_db for s in STEMS)}
     if len(songs) < 3:
         resolved = replace(config, band_edges_hz=config.band_edges_hz or BAND_CHOICES["broadband"],
+                           shrinkage=DEFAULT_SHRINKAGE if config.shrinkage is None else config.shrinkage,
                            no_error_prior=DEFAULT_NO_ERROR_PRIOR if config.no_error_prior is None else config.no_error_prior)
         return resolved, {"note": f"only {len(songs)} songs: not cross-validated"}
     layouts = BAND_CHOICES if config.band_edges_hz is None else {"given": config.band_edges_hz}
     results = []
     for name, edges in layouts.items():
         trial = replace(config, band_edges_hz=edges)
-        cases = grid_cases([with_bands(c, trial) for c in chunks], trial, config.cv_draws)
+        measured = [with_bands(c, trial) for c in chunks]
+        if config.shrinkage is None:
+            trial = replace(trial, shrinkage=tune_shrinkage(measured, trial.bands, trial.min_variance_db2)[0])
+        cases = grid_cases(measured, trial, config.cv_draws)
         prior = tune_no_error_prior(cases, config.min_no_error_both)[0] if config.no_error_prior is None else config.no_error_prior
         results.append((name, replace(trial, no_error_prior=prior), grid_scores(cases, prior), per_song_macro_both(cases, prior)))
     eligible = [r for r in results if r[2]["no_error_both"] >= config.min_no_error_both] or results[:1]
@@ -379,6 +394,8 @@ def tuned_config(chunks: list[Chunk], config: MeasuredConfig) -> tuple[MeasuredC
         "songs": len(songs),
         "draws_per_category": config.cv_draws,
         "band_layout": name,
+        "shrinkage": resolved.shrinkage,
+        "shrinkage_tuned": config.shrinkage is None,
         "no_error_prior": resolved.no_error_prior,
         "prior_tuned": config.no_error_prior is None,
         "macro_both": round(scores["macro_both"], 4),
@@ -388,7 +405,8 @@ def tuned_config(chunks: list[Chunk], config: MeasuredConfig) -> tuple[MeasuredC
     }
     if len(results) > 1:
         report["band_layouts"] = {
-            n: {"macro_both": round(sc["macro_both"], 4), "no_error_both": round(sc["no_error_both"], 4), "no_error_prior": c.no_error_prior}
+            n: {"macro_both": round(sc["macro_both"], 4), "no_error_both": round(sc["no_error_both"], 4),
+                "shrinkage": c.shrinkage, "no_error_prior": c.no_error_prior}
             for n, c, sc, _ in results
         }
     return resolved, report

@@ -12,6 +12,11 @@ The posterior depends on the ``no_error`` prior only through a final weighting, 
 scores every candidate prior: :func:`tune_no_error_prior` picks the one with the best
 cross-validated macro Both among those that call at least ``min_no_error_both`` of the balanced
 mixes balanced.
+
+The covariance's shrinkage is chosen on the same folds by a smoother criterion:
+:func:`tune_shrinkage` keeps the intensity under which the held-out songs' clean levels are most
+likely (predictive log-density). Few songs need a strongly structured covariance; many songs can
+afford the sample covariance, so the intensity falls as songs are added.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ MAX_FOLDS = 20
 
 PRIOR_GRID: tuple[float, ...] = tuple(round(0.1 + 0.025 * k, 3) for k in range(21))
 """Candidate no_error priors, 0.10 .. 0.60."""
+
+SHRINKAGE_GRID: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(11))
+"""Candidate shrinkage intensities, 0.0 .. 1.0."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,46 @@ def song_folds(songs: Sequence[str]) -> list[list[str]]:
     names = sorted(set(songs))
     count = min(len(names), MAX_FOLDS)
     return [names[k::count] for k in range(count)]
+
+
+def complete_levels(chunks: list) -> tuple[np.ndarray, list[str]]:
+    """``(chunks, stems * bands)`` stacked levels of the chunks with all four stems, and their songs."""
+    complete = [c for c in chunks if all(s in c.levels_db for s in STEMS)]
+    levels = np.array([np.concatenate([c.levels_db[s] for s in STEMS]) for c in complete]).reshape(len(complete), -1)
+    return levels, [c.track for c in complete]
+
+
+def held_out_log_density(chunks: list, bands: int, shrinkage: float, min_variance_db2: float) -> float:
+    """Mean over held-out songs (folds of :func:`song_folds`) of the predictive log-density (nats)
+    of their clean chunks' level contrasts, under the balance fitted on the other songs."""
+    from mixcritic.critics.measured.model import LOG_2PI, fit_balance, helmert_basis
+
+    levels, tracks = complete_levels(chunks)
+    names = np.array(tracks)
+    per_song = []
+    for held_out in song_folds(tracks):
+        train = ~np.isin(names, held_out)
+        if len(set(names[train])) < 2:
+            continue
+        model = fit_balance(levels[train], list(names[train]), STEMS, bands, shrinkage, min_variance_db2)
+        basis = helmert_basis(levels.shape[1])
+        cov = basis @ model.cov_db2 @ basis.T
+        _, log_det = np.linalg.slogdet(cov)
+        for song in held_out:
+            residual = (levels[names == song] - model.mean_db) @ basis.T
+            mahalanobis = np.einsum("ij,ij->i", residual, np.linalg.solve(cov, residual.T).T)
+            per_song.append(float(np.mean(-0.5 * (mahalanobis + log_det + len(cov) * LOG_2PI))))
+    if not per_song:
+        raise ValueError("cross-validation needs chunks with all four stems from at least three songs")
+    return float(np.mean(per_song))
+
+
+def tune_shrinkage(chunks: list, bands: int, min_variance_db2: float, grid: Sequence[float] = SHRINKAGE_GRID) -> tuple[float, list[dict]]:
+    """The shrinkage under which held-out songs are most likely (ties: the larger, simpler one).
+    Returns it and the table of ``{"shrinkage", "log_density"}``."""
+    table = [{"shrinkage": k, "log_density": held_out_log_density(chunks, bands, k, min_variance_db2)} for k in grid]
+    best = max(table, key=lambda row: (round(row["log_density"], 9), row["shrinkage"]))
+    return best["shrinkage"], table
 
 
 def grid_cases(chunks: list, config, draws: int = 4) -> GridCases:
