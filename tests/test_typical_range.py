@@ -34,7 +34,7 @@ def synthetic_critic() -> MeasuredCritic:
     mean = centring @ np.array([2.0, 0.0, -1.0, 3.0])
     raw = np.array([[9.0, 1.0, 0.5, -1.0], [1.0, 4.0, 0.0, 0.5], [0.5, 0.0, 6.0, 1.5], [-1.0, 0.5, 1.5, 5.0]])
     model = BalanceModel(STEMS, 1, mean, centring @ raw @ centring)
-    config = MeasuredConfig(band_edges_hz=(20.0, 12000.0), no_error_prior=0.2)
+    config = MeasuredConfig(band_edges_hz=(20.0, 12000.0), no_error_prior=0.2, shrinkage=0.5)
     return MeasuredCritic(model, config, "synthetic", 5.0)
 
 

@@ -56,6 +56,36 @@ def spinner(label: str) -> Iterator[None]:
         info(f"{label}: {elapsed_s:.1f} s")
 
 
+@contextlib.contextmanager
+def progress_bars(loading_label: str) -> Iterator:
+    """A ``progress(iterable, total, description)`` function drawing Rich bars on stderr.
+
+    Until the first bar starts, a transient spinner labelled ``loading_label`` shows the elapsed
+    time. An item that is a list (a batch of clips) advances its bar by its length, so the bar
+    counts clips when ``total`` does."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    bars = Progress(*columns, console=stderr, transient=False)
+    loading = contextlib.ExitStack()
+    loading.enter_context(spinner(loading_label))
+
+    def track(items, total, description):
+        loading.close()
+        bars.start()  # idempotent
+        task = bars.add_task(description, total=total)
+        for item in items:
+            yield item
+            bars.advance(task, len(item) if isinstance(item, list) else 1)
+
+    try:
+        yield track
+    finally:
+        loading.close()
+        if bars.live.is_started:
+            bars.stop()
+
+
 def quiet_third_party_progress() -> None:
     """Silence transformers' and huggingface_hub's own tqdm bars ("Loading weights", "Writing model
     shards"): mixcritic draws its own progress on stderr. Imports nothing that is not loaded yet."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -102,7 +100,7 @@ def evaluate(
     if not is_main_process():  # under torchrun: rank 0 shows progress and prints the report
         run_evaluation(config, warn=console.warn)
         return
-    with _progress_bars() as progress:
+    with console.progress_bars("Loading the data and the critic") as progress:
         report = run_evaluation(config, progress=progress, warn=console.warn)
     if as_json:
         if report["predictor"].get("wiring_only"):
@@ -111,38 +109,6 @@ def evaluate(
         return
     _print_report(report, console.stdout)
     console.info(f"Wrote {config.out_dir}/report.json, predictions.jsonl and CSV tables.")
-
-
-@contextlib.contextmanager
-def _progress_bars() -> Iterator:
-    """A ``progress(iterable, total, description)`` function drawing Rich bars on stderr.
-
-    Until the first bar starts, a transient spinner with the elapsed time shows that the data and
-    the critic are loading. An item that is a list (a batch of clips) advances its bar by its
-    length, so the bar counts clips when ``total`` does."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from mixcritic.console import spinner, stderr
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    bars = Progress(*columns, console=stderr, transient=False)
-    loading = contextlib.ExitStack()
-    loading.enter_context(spinner("Loading the data and the critic"))
-
-    def track(items, total, description):
-        loading.close()
-        bars.start()  # idempotent
-        task = bars.add_task(description, total=total)
-        for item in items:
-            yield item
-            bars.advance(task, len(item) if isinstance(item, list) else 1)
-
-    try:
-        yield track
-    finally:
-        loading.close()
-        if bars.live.is_started:
-            bars.stop()
 
 
 def _pct(value) -> str:

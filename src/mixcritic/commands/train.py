@@ -310,8 +310,11 @@ def train_measured(data: Path, out: Path) -> dict:
 
     from mixcritic.critics.measured import fit_measured, save_measured
 
+    from mixcritic.console import progress_bars
+
     started = time.perf_counter()
-    critic = fit_measured(data, split=("train", "valid"))
+    with progress_bars("Reading the dataset") as progress:
+        critic = fit_measured(data, split=("train", "valid"), progress=progress)
     saved = save_measured(critic, out)
     return {
         "engine": "measured", "run_dir": str(out), "model_dir": str(saved.parent if saved.is_file() else saved),

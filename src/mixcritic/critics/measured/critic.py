@@ -340,7 +340,7 @@ def fit_measured(data_dir: Path, split: str | Sequence[str] = "train", progress=
         raise ModelError(f"measured critic: {exc}") from None
     data_dir = Path(data_dir)
     chunks, info = dataset_chunks(data_dir, splits, config, progress)
-    config, cross_validation = tuned_config(chunks, config)
+    config, cross_validation = tuned_config(chunks, config, progress)
     chunks = [with_bands(c, config) for c in chunks]
     model = fit_from_chunks(chunks, config)
     songs = sorted({c.track for c in chunks})
@@ -353,7 +353,8 @@ def fit_measured(data_dir: Path, split: str | Sequence[str] = "train", progress=
                           float(options_info.get("target_lufs", DEFAULT_TARGET_LUFS)), summary)
 
 
-def tuned_config(chunks: list[Chunk], config: MeasuredConfig) -> tuple[MeasuredConfig, dict]:
+def tuned_config(chunks: list[Chunk], config: MeasuredConfig,
+                 progress: Callable[[Iterable, int, str], Iterable] | None = None) -> tuple[MeasuredConfig, dict]:
     """``config`` resolved by cross-validation by song, and the cross-validated scores of the result.
 
     For each band layout (``band_edges_hz`` None: each of ``BAND_CHOICES``), the shrinkage (when None,
@@ -361,6 +362,7 @@ def tuned_config(chunks: list[Chunk], config: MeasuredConfig) -> tuple[MeasuredC
     :func:`tuning.tune_no_error_prior`) are tuned. A richer layout replaces a simpler one only when
     its cross-validated macro Both is higher by more than one standard error of the per-song paired
     difference (so with few songs, noise does not pick it). ``chunks`` must carry spectra.
+    ``progress(items, total, description)`` wraps the loop over layouts (a bar in the CLI).
     """
     from dataclasses import replace
 
@@ -374,7 +376,8 @@ def tuned_config(chunks: list[Chunk], config: MeasuredConfig) -> tuple[MeasuredC
         return resolved, {"note": f"only {len(songs)} songs: not cross-validated"}
     layouts = BAND_CHOICES if config.band_edges_hz is None else {"given": config.band_edges_hz}
     results = []
-    for name, edges in layouts.items():
+    wrap = progress or (lambda items, total, description: items)
+    for name, edges in wrap(list(layouts.items()), len(layouts), "Measured critic: cross-validating by song"):
         trial = replace(config, band_edges_hz=edges)
         measured = [with_bands(c, trial) for c in chunks]
         if config.shrinkage is None:
