@@ -37,9 +37,9 @@ def truth_from_songs(source: Path):
     """Mean and covariance (dB, 5 bands x 4 stems) of the real songs' natural balance."""
     from dataclasses import replace
 
-    from mixcritic.critics.measured.critic import BAND_CHOICES, MeasuredConfig, dataset_chunks, with_bands
+    from mixcritic.critics.measured.critic import BAND_CHOICES, MeasuredConfig, complete_levels, dataset_chunks, with_bands
     from mixcritic.critics.measured.model import fit_balance
-    from mixcritic.critics.measured.tuning import complete_levels, tune_shrinkage
+    from mixcritic.critics.measured.tuning import tune_shrinkage
     from mixcritic.labels import STEMS
     from mixcritic.synthesis import SynthConfig, synthesize
 
@@ -74,32 +74,13 @@ def simulated_chunks(mean_db: np.ndarray, cov_db2: np.ndarray, songs: int, rng, 
     return out
 
 
-def score_on(critic_model, config, test_chunks: list, draws: int = 4) -> dict:
+def score_on(model, config, test_chunks: list, draws: int = 4) -> dict:
     """Macro Both / no_error Both of a fitted balance on held-out chunks, full flaw grid."""
-    from mixcritic.critics.measured.critic import with_bands
-    from mixcritic.critics.measured.model import CATEGORY_ORDER, category_log_likelihoods, linear_gain_estimator
-    from mixcritic.critics.measured.tuning import GridCases, grid_scores
-    from mixcritic.labels import GAIN_RANGE_DB, STEMS, TARGET_STEMS
+    from mixcritic.critics.measured.critic import complete_levels, with_bands
+    from mixcritic.critics.measured.tuning import flaw_grid_cases, grid_scores
 
-    chunks = [with_bands(c, config) for c in test_chunks]
-    levels = np.array([np.concatenate([c.levels_db[s] for s in STEMS]) for c in chunks])
-    log_likelihoods, categories, targets = [], [], []
-    for anchor in TARGET_STEMS:
-        candidates = [s for s in TARGET_STEMS if s != anchor]
-        weights, precision, index = linear_gain_estimator(critic_model, STEMS, candidates)
-        base = (levels - critic_model.mean_db[index]) @ weights.T
-        for which, target in enumerate(candidates):
-            shift = weights[:, critic_model.indices([target])].sum(axis=1)
-            for category_index, category in enumerate(CATEGORY_ORDER):
-                low, high = GAIN_RANGE_DB[category]
-                gains = low + (np.arange(draws) + 0.5) / draws * (high - low)
-                estimates = (base[:, None, :] + gains[None, :, None] * shift[None, None, :]).reshape(-1, 2)
-                log_likelihoods.append(category_log_likelihoods(estimates, precision[None, :]))
-                categories.append(np.full(len(estimates), category_index))
-                targets.append(np.full(len(estimates), which))
-    cases = GridCases(np.concatenate(log_likelihoods), np.concatenate(categories), np.concatenate(targets),
-                      np.zeros(sum(len(c) for c in categories), dtype=np.int64), 1)
-    return grid_scores(cases, config.no_error_prior)
+    levels, _ = complete_levels([with_bands(c, config) for c in test_chunks])
+    return grid_scores(flaw_grid_cases(model, levels, np.zeros(len(levels), dtype=np.int64), draws), config.no_error_prior)
 
 
 def fit_and_score(train: list, test: list, shrinkage: float | None) -> dict:

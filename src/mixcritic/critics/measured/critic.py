@@ -312,17 +312,24 @@ def dataset_chunks(data_dir: Path, splits: Sequence[str], config: MeasuredConfig
     return chunks, dataset.info
 
 
+def complete_levels(chunks: list[Chunk]) -> tuple[np.ndarray, list[str]]:
+    """``(chunks, stems * bands)`` stacked levels (``STEMS`` order) of the chunks in which all four
+    stems are present, and the song of each."""
+    complete = [c for c in chunks if all(s in c.levels_db for s in STEMS)]
+    levels = np.array([np.concatenate([c.levels_db[s] for s in STEMS]) for c in complete]).reshape(len(complete), -1)
+    return levels, [c.track for c in complete]
+
+
 def fit_from_chunks(chunks: list[Chunk], config: MeasuredConfig) -> BalanceModel:
     """Fit the natural balance from the chunks in which all four stems are present."""
-    complete = [c for c in chunks if all(s in c.levels_db for s in STEMS)]
-    tracks = sorted({c.track for c in complete})
-    if len(tracks) < 2:
+    levels, tracks = complete_levels(chunks)
+    songs = len(set(tracks))
+    if songs < 2:
         raise DatasetError(
-            f"only {len(tracks)} song(s) have all four stems active in some chunk; the measured critic needs at least 2 "
+            f"only {songs} song(s) have all four stems active in some chunk; the measured critic needs at least 2 "
             "(synthesise more songs, or a shorter --segment-s)"
         )
-    levels = np.array([np.concatenate([c.levels_db[s] for s in STEMS]) for c in complete])
-    return fit_balance(levels, [c.track for c in complete], STEMS, config.bands, config.shrinkage, config.min_variance_db2)
+    return fit_balance(levels, tracks, STEMS, config.bands, config.shrinkage, config.min_variance_db2)
 
 
 def fit_measured(data_dir: Path, split: str | Sequence[str] = "train", progress=None, fitted_on: str | None = None,

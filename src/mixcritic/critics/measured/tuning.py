@@ -62,16 +62,10 @@ def song_folds(songs: Sequence[str]) -> list[list[str]]:
     return [names[k::count] for k in range(count)]
 
 
-def complete_levels(chunks: list) -> tuple[np.ndarray, list[str]]:
-    """``(chunks, stems * bands)`` stacked levels of the chunks with all four stems, and their songs."""
-    complete = [c for c in chunks if all(s in c.levels_db for s in STEMS)]
-    levels = np.array([np.concatenate([c.levels_db[s] for s in STEMS]) for c in complete]).reshape(len(complete), -1)
-    return levels, [c.track for c in complete]
-
-
 def held_out_log_density(chunks: list, bands: int, shrinkage: float, min_variance_db2: float) -> float:
     """Mean over held-out songs (folds of :func:`song_folds`) of the predictive log-density (nats)
     of their clean chunks' level contrasts, under the balance fitted on the other songs."""
+    from mixcritic.critics.measured.critic import complete_levels
     from mixcritic.critics.measured.model import LOG_2PI, fit_balance, helmert_basis
 
     levels, tracks = complete_levels(chunks)
@@ -104,39 +98,46 @@ def tune_shrinkage(chunks: list, bands: int, min_variance_db2: float, grid: Sequ
 
 def grid_cases(chunks: list, config, draws: int = 4) -> GridCases:
     """Judge every held-out chunk (all four stems present) on the full flaw grid, fold by fold."""
-    from mixcritic.critics.measured.critic import fit_from_chunks
+    from mixcritic.critics.measured.critic import complete_levels, fit_from_chunks
 
     complete = [c for c in chunks if all(s in c.levels_db for s in STEMS)]
-    folds = song_folds([c.track for c in complete])
     names = sorted({c.track for c in complete})
-    log_likelihoods, categories, targets, song_index = [], [], [], []
-    for held_out in folds:
+    parts = []
+    for held_out in song_folds([c.track for c in complete]):
         train = [c for c in complete if c.track not in held_out]
         test = [c for c in complete if c.track in held_out]
         if len({c.track for c in train}) < 2 or not test:
             continue
-        model = fit_from_chunks(train, config)
-        levels = np.array([np.concatenate([c.levels_db[s] for s in STEMS]) for c in test])
-        chunk_song = np.array([names.index(c.track) for c in test])
-        for anchor in TARGET_STEMS:
-            candidates = [s for s in TARGET_STEMS if s != anchor]
-            weights, precision, index = linear_gain_estimator(model, STEMS, candidates)
-            base = (levels - model.mean_db[index]) @ weights.T  # (chunks, 2)
-            for which, target in enumerate(candidates):
-                shift = weights[:, model.indices([target])].sum(axis=1)  # (2,): d estimate / d gain on target
-                for category_index, category in enumerate(CATEGORY_ORDER):
-                    low, high = GAIN_RANGE_DB[category]
-                    gains = low + (np.arange(draws) + 0.5) / draws * (high - low)
-                    estimates = base[:, None, :] + gains[None, :, None] * shift[None, None, :]  # (chunks, draws, 2)
-                    estimates = estimates.reshape(-1, len(candidates))
-                    log_likelihoods.append(category_log_likelihoods(estimates, precision[None, :]))
-                    categories.append(np.full(estimates.shape[0], category_index))
-                    targets.append(np.full(estimates.shape[0], which))
-                    song_index.append(np.repeat(chunk_song, draws))
-    if not log_likelihoods:
+        levels, tracks = complete_levels(test)
+        parts.append(flaw_grid_cases(fit_from_chunks(train, config), levels, np.array([names.index(t) for t in tracks]), draws))
+    if not parts:
         raise ValueError("cross-validation needs chunks with all four stems from at least three songs")
+    return GridCases(*(np.concatenate([getattr(p, field) for p in parts]) for field in ("log_likelihoods", "category", "target", "song")),
+                     len(names))
+
+
+def flaw_grid_cases(model, levels: np.ndarray, song: np.ndarray, draws: int = 4) -> GridCases:
+    """Judge clean chunks' stacked levels ``(chunks, dims)`` under a fitted balance on the paper's full
+    flaw grid: every anchor, each other target stem, every category, ``draws`` gains spread evenly
+    over its range. ``song``: each chunk's song index (``GridCases.songs`` is left 0)."""
+    log_likelihoods, categories, targets, song_index = [], [], [], []
+    for anchor in TARGET_STEMS:
+        candidates = [s for s in TARGET_STEMS if s != anchor]
+        weights, precision, index = linear_gain_estimator(model, STEMS, candidates)
+        base = (levels - model.mean_db[index]) @ weights.T  # (chunks, 2)
+        for which, target in enumerate(candidates):
+            shift = weights[:, model.indices([target])].sum(axis=1)  # (2,): d estimate / d gain on target
+            for category_index, category in enumerate(CATEGORY_ORDER):
+                low, high = GAIN_RANGE_DB[category]
+                gains = low + (np.arange(draws) + 0.5) / draws * (high - low)
+                estimates = base[:, None, :] + gains[None, :, None] * shift[None, None, :]  # (chunks, draws, 2)
+                estimates = estimates.reshape(-1, len(candidates))
+                log_likelihoods.append(category_log_likelihoods(estimates, precision[None, :]))
+                categories.append(np.full(estimates.shape[0], category_index))
+                targets.append(np.full(estimates.shape[0], which))
+                song_index.append(np.repeat(song, draws))
     return GridCases(np.concatenate(log_likelihoods), np.concatenate(categories), np.concatenate(targets),
-                     np.concatenate(song_index), len(names))
+                     np.concatenate(song_index), 0)
 
 
 def grid_scores(cases: GridCases, no_error_prior: float) -> dict:
