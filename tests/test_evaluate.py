@@ -502,6 +502,8 @@ def test_train_engine_measured_then_critique_and_evaluate_like_an_llm_run(toy_da
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["engine"] == "measured" and summary["model_dir"] == str(run_dir / "model")
+    cv = summary["cross_validation"]  # what the fit expects on unseen songs, also in the table
+    assert cv["songs"] == 9 and cv["band_layout"] in ("broadband", "3 bands", "5 bands") and 0.0 <= cv["shrinkage"] <= 1.0
     settings = json.loads((run_dir / "model" / "mixcritic.json").read_text())
     assert settings["engine"] == "measured" and settings["segment_s"] == 4.0
     assert (run_dir / "model" / "COMPLETE").is_file()
@@ -531,6 +533,17 @@ def test_train_engine_measured_then_critique_and_evaluate_like_an_llm_run(toy_da
     jsonschema.validate(doc, json_schema())
     assert doc["settings"]["engine"] == "measured" and doc["settings"]["segment_s"] == 4.0
     assert [s["stem"] for s in doc["segments"]].count("bass") >= 2
+
+
+def test_the_measured_fit_says_what_cross_validation_expects():
+    from mixcritic.commands.train import cross_validation_line
+
+    report = {"macro_both": 0.5771, "no_error_both": 0.4531, "songs": 8, "band_layout": "broadband",
+              "shrinkage": 0.6, "no_error_prior": 0.225}
+    assert cross_validation_line(report) == (
+        "macro Both 57.7 %, no_error Both 45.3 % (leave-one-song-out over 8 songs, the prior chosen on the same "
+        "folds); chose broadband, shrinkage 0.6, no_error prior 0.225")
+    assert cross_validation_line({"note": "only 2 songs: not cross-validated"}) == "only 2 songs: not cross-validated"
 
 
 def test_train_engine_measured_refuses_llm_options(toy_data, tmp_path):

@@ -308,9 +308,8 @@ def train_measured(data: Path, out: Path) -> dict:
     summary. It cross-validates by song itself, so the validation split is one more song to learn from."""
     import time
 
-    from mixcritic.critics.measured import fit_measured, save_measured
-
     from mixcritic.console import progress_bars
+    from mixcritic.critics.measured import fit_measured, save_measured
 
     started = time.perf_counter()
     with progress_bars("Reading the dataset") as progress:
@@ -319,7 +318,17 @@ def train_measured(data: Path, out: Path) -> dict:
     return {
         "engine": "measured", "run_dir": str(out), "model_dir": str(saved.parent if saved.is_file() else saved),
         "critic": critic.describe(), "train_seconds": round(time.perf_counter() - started, 2),
+        "cross_validation": critic.fit_summary.get("cross_validation", {}),
     }
+
+
+def cross_validation_line(report: dict) -> str:
+    """What the fit's cross-validation expects on unseen songs, in one line (or why there is none)."""
+    if "macro_both" not in report:
+        return report.get("note", "not cross-validated")
+    return (f"macro Both {100 * report['macro_both']:.1f} %, no_error Both {100 * report['no_error_both']:.1f} % "
+            f"(leave-one-song-out over {report['songs']} songs, the prior chosen on the same folds); chose {report['band_layout']}, "
+            f"shrinkage {report['shrinkage']}, no_error prior {report['no_error_prior']}")
 
 
 def print_measured_summary(summary: dict) -> None:
@@ -331,6 +340,7 @@ def print_measured_summary(summary: dict) -> None:
     table = Table(title="mixcritic train --engine measured", show_header=False)
     for name, key in (("critic", "critic"), ("model", "model_dir")):
         table.add_row(name, str(summary[key]))
+    table.add_row("cross-validated", cross_validation_line(summary.get("cross_validation", {})))
     table.add_row("time", f"{summary['train_seconds']:.1f} s")
     stdout.print(table)
 
