@@ -115,7 +115,7 @@ def summary(cases, confidences) -> dict:
         "magnitude_given_both": table["macro"]["magnitude_given_both"],
         "per_category_both": {k: round(v["both"], 3) for k, v in table["rows"].items()},
     }
-    if hasattr(metrics, "expected_calibration_error"):
+    if all(c is not None for c in confidences):  # a baseline gives no confidence
         out["ece"] = metrics.expected_calibration_error(confidences, correct)
     return out
 
